@@ -56,12 +56,6 @@ const maxFDs = 1024
 
 func newFDTable() *FDTable { return &FDTable{} }
 
-func (t *FDTable) installStdio(in io.Reader, out, errw io.Writer) {
-	t.install(0, &stdinFile{r: in}, false)
-	t.install(1, &outFile{w: out}, false)
-	t.install(2, &outFile{w: errw}, false)
-}
-
 func (t *FDTable) install(fd int, f file, cloexec bool) {
 	for len(t.fds) <= fd {
 		t.fds = append(t.fds, nil)

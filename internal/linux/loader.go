@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"forkvm/internal/vm"
@@ -86,8 +87,13 @@ func (p *Process) load() error {
 	if err != nil {
 		return err
 	}
-	p.exePath = p.cfg.Path
-	p.fs.SetExePath(p.cfg.Path)
+	p.exePath = joinGuest(p.cwd, p.cfg.Path)
+	if p.cfg.Root == "" {
+		if abs, err := filepath.Abs(p.cfg.Path); err == nil {
+			p.exePath = abs
+		}
+	}
+	p.fs.SetExePath(p.exePath)
 	entry, base := exe.entry, uint64(0)
 	if exe.interp != "" {
 		if p.cfg.Root == "" {

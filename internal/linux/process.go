@@ -40,6 +40,12 @@ type Config struct {
 	Root string
 	// WritableLimit caps the in-memory writable file layer.
 	WritableLimit int64
+
+	// Template makes fd 0 a request channel and fd 3 a control channel
+	// (written to Control): Run returns with Status.Reason "snapshot" when
+	// the program first reads fd 0.
+	Template bool
+	Control  io.Writer
 }
 
 // DefaultOutputLimit is the stdout+stderr cap when Config.OutputLimit is 0.
@@ -89,6 +95,12 @@ type Process struct {
 	exited bool
 	status Status
 
+	// paused is set while the program waits at its snapshot point.
+	paused  bool
+	request *requestFile
+	stdout  *outFile
+	stderr  *outFile
+
 	stats Stats
 	start time.Time
 }
@@ -128,7 +140,16 @@ func New(sys *kvm.System, cfg Config) (*Process, error) {
 		return nil, err
 	}
 	p.fds = newFDTable()
-	p.fds.installStdio(cfg.Stdin, p.output.writer(cfg.Stdout), p.output.writer(cfg.Stderr))
+	p.stdout, p.stderr = &outFile{w: p.output.writer(cfg.Stdout)}, &outFile{w: p.output.writer(cfg.Stderr)}
+	if cfg.Template {
+		p.request = &requestFile{}
+		p.fds.install(0, p.request, false)
+		p.fds.install(controlFD, &outFile{w: cfg.Control}, false)
+	} else {
+		p.fds.install(0, &stdinFile{r: cfg.Stdin}, false)
+	}
+	p.fds.install(1, p.stdout, false)
+	p.fds.install(2, p.stderr, false)
 	if err := p.load(); err != nil {
 		p.Close()
 		return nil, err
@@ -140,6 +161,9 @@ func New(sys *kvm.System, cfg Config) (*Process, error) {
 func (p *Process) Close() error {
 	if p.fds != nil {
 		p.fds.closeAll()
+	}
+	if p.fs != nil {
+		p.fs.Close()
 	}
 	if p.m == nil {
 		return nil
@@ -175,7 +199,12 @@ func (p *Process) Run() (Status, error) {
 		})
 		defer t.Stop()
 	}
-	for !p.exited {
+	if p.paused {
+		// Resume at the snapshot point: complete the pending read.
+		p.paused = false
+		p.syscall()
+	}
+	for !p.exited && !p.paused {
 		exit, err := p.m.Run()
 		if err != nil {
 			if vm.IsStopped(err) {
@@ -198,8 +227,14 @@ func (p *Process) Run() (Status, error) {
 				Message: fmt.Sprintf("forkvm: output limit reached: the program wrote more than %s to stdout and stderr; stopped", sizeString(p.cfg.OutputLimit))})
 		}
 	}
+	if p.paused && !p.exited {
+		return Status{Reason: "snapshot"}, nil
+	}
 	return p.status, nil
 }
+
+// Machine returns the process's VM.
+func (p *Process) Machine() *vm.Machine { return p.m }
 
 // Stop ends the program from another goroutine (Run returns).
 func (p *Process) stopped() {

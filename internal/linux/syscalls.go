@@ -102,6 +102,10 @@ func (p *Process) syscall() {
 		p.stats.Unsupported[name]++
 		s.Name = name
 	}
+	if err == errSnapshotPoint {
+		p.paused = true // leave the call pending; a fork completes it
+		return
+	}
 	if err != nil {
 		ret = uint64(-int64(errno(err)))
 	}
