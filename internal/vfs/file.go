@@ -20,6 +20,10 @@ const (
 
 // File is one open file description. Duplicated descriptors share it, and
 // with it the offset and status flags.
+//
+// A File reading a host file keeps reading it even if the path is later
+// copied up and changed through another File, as with overlayfs; Files
+// opened on the memory layer all see each other's writes.
 type File struct {
 	fs     *FS
 	kind   fileKind

@@ -18,8 +18,8 @@ type Options struct {
 	WritableLimit int64
 	// Hostname is what /etc/hostname says; "" means "forkvm".
 	Hostname string
-	// ExePath is the guest path of the running program, the target of
-	// /proc/self/exe.
+	// ExePath is the absolute guest path of the running program, the
+	// target of /proc/self/exe.
 	ExePath string
 	// Maps returns the contents of /proc/self/maps when it is opened; nil
 	// means an empty file.

@@ -74,6 +74,8 @@ func newFixture(t testing.TB) *fixture {
 	link(fx.secretFile, "secretlink")                                                     // absolute host path of the secret
 	link(strings.Repeat("../", 12)+strings.TrimPrefix(fx.secretFile, "/"), "usr/lib/esc") // ".." far above the root
 	link(secretDir, "secretdir")                                                          // a host directory outside the root
+	link("x.so/", "usr/lib/slash")                                                        // a file named as a directory
+	link("/usr/lib/", "libslash")                                                         // a directory named as one
 	link("loop2", "loop1")
 	link("loop1", "loop2")
 	link("selfloop", "selfloop")

@@ -460,3 +460,27 @@ func TestWritableLimitCopyUp(t *testing.T) {
 	mustOK(t, "O_TRUNC needs no copy", err)
 	f.Close()
 }
+
+func TestUtimes(t *testing.T) {
+	fs := newFixture(t).newFS(t, Options{})
+	at, mt := unix.Timespec{Sec: 1000, Nsec: 1}, unix.Timespec{Sec: 2000, Nsec: 2}
+	mustOK(t, "write", writeFile(fs, "/tmp/a", "a"))
+	for _, p := range []string{"/tmp/a", "/etc/passwd", "/usr/lib"} {
+		mustOK(t, "utimes "+p, fs.Utimes("/", p, &at, &mt, true))
+		st, err := fs.Stat("/", p, true)
+		mustOK(t, "stat", err)
+		if st.Atime != at || st.Mtime != mt {
+			t.Fatalf("%s: atime %v mtime %v", p, st.Atime, st.Mtime)
+		}
+	}
+	omit := unix.Timespec{Nsec: unix.UTIME_OMIT}
+	mustOK(t, "omit atime", fs.Utimes("/", "/tmp/a", &omit, nil, true))
+	st, _ := fs.Stat("/", "/tmp/a", true)
+	if st.Atime != at || st.Mtime == mt {
+		t.Fatalf("UTIME_OMIT/now: atime %v mtime %v", st.Atime, st.Mtime)
+	}
+	mustRead(t, fs, "/etc/passwd", passwdText)
+	mustOK(t, "utimes /dev/null", fs.Utimes("/", "/dev/null", nil, nil, true))
+	mustErr(t, "utimes /proc/cpuinfo", fs.Utimes("/", "/proc/cpuinfo", nil, nil, true), unix.EPERM)
+	mustErr(t, "utimes missing", fs.Utimes("/", "/tmp/none", nil, nil, true), unix.ENOENT)
+}

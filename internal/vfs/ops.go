@@ -53,37 +53,26 @@ func (fs *FS) Open(cwd, path string, flags int, mode uint32) (*File, error) {
 	}
 	write := acc != unix.O_RDONLY
 	trunc := flags&unix.O_TRUNC != 0
-	if l.isDir() {
+	switch {
+	case l.isDir():
 		if write || trunc || creat {
 			return nil, unix.EISDIR
 		}
-		return fs.newFile(kindDir, w, flags), nil
-	}
-	switch {
 	case l.synTop():
-		if l.syn.isDevice() {
-			return fs.newFile(kindSyn, w, flags), nil
-		}
-		if write || trunc {
+		if !l.syn.isDevice() && (write || trunc) {
 			return nil, unix.EACCES
 		}
-		f := fs.newFile(kindSyn, w, flags)
-		f.content = l.syn.content(fs)
-		return f, nil
 	case l.mem != nil:
 		if trunc {
 			if err := fs.setSize(l.mem, 0); err != nil {
 				return nil, err
 			}
 		}
-		return fs.newFile(kindMem, w, flags), nil
-	}
-	if l.hst.Mode&unix.S_IFMT != unix.S_IFREG {
+	case l.hst.Mode&unix.S_IFMT != unix.S_IFREG:
 		// FIFOs, sockets and device nodes in the root stay closed: opening
 		// them would block the VMM or reach host devices.
 		return nil, unix.EACCES
-	}
-	if write || trunc {
+	case write || trunc:
 		limit := int64(-1)
 		if trunc {
 			limit = 0
@@ -91,7 +80,33 @@ func (fs *FS) Open(cwd, path string, flags int, mode uint32) (*File, error) {
 		if err := fs.copyUp(w, limit); err != nil {
 			return nil, err
 		}
+	}
+	return fs.openWalked(w, flags)
+}
+
+// openWalked makes the File for what w found, after Open's checks and
+// side effects (or when a snapshot is restored).
+func (fs *FS) openWalked(w *walked, flags int) (*File, error) {
+	l := &w.node
+	switch {
+	case flags&unix.O_PATH != 0:
+		return fs.newFile(kindPath, w, flags), nil
+	case l.isDir():
+		return fs.newFile(kindDir, w, flags), nil
+	case l.synTop():
+		f := fs.newFile(kindSyn, w, flags)
+		if !l.syn.isDevice() {
+			f.content = l.syn.content(fs)
+		}
+		return f, nil
+	case l.mem != nil:
+		if !l.mem.isReg() {
+			return nil, unix.ELOOP
+		}
 		return fs.newFile(kindMem, w, flags), nil
+	}
+	if l.hst.Mode&unix.S_IFMT != unix.S_IFREG {
+		return nil, unix.EACCES
 	}
 	fd, err := fs.host.openChecked(l.host, &l.hst, 0)
 	if err != nil {

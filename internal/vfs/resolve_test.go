@@ -36,6 +36,8 @@ func TestEscapes(t *testing.T) {
 		{"relative symlink upwards", "/", "/usr/lib/up", osRelease, nil},
 		{"symlink to file", "/", "/etc/pwlink", passwdText, nil},
 		{"relative via symlinked dir", "/lib", "../../etc/passwd", passwdText, nil},
+		{"symlink target with trailing slash to a file", "/", "/usr/lib/slash", "", unix.ENOTDIR},
+		{"symlink target with trailing slash to a dir", "/", "/libslash/x.so", xsoText, nil},
 		{"loop", "/", "/loop1", "", unix.ELOOP},
 		{"self loop as directory", "/", "/selfloop/x", "", unix.ELOOP},
 		{"dangling symlink", "/", "/dangling", "", unix.ENOENT},

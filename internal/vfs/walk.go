@@ -59,8 +59,7 @@ func joinPath(dir, name string) string {
 }
 
 func (fs *FS) rootLoc() loc {
-	l := loc{path: "/", syn: synRoot, mem: fs.mroot}
-	return l
+	return loc{path: "/", syn: synRoot, mem: fs.mroot}
 }
 
 // lookup finds name in directory dir, layer by layer. A missing name is
@@ -201,10 +200,10 @@ func (fs *FS) walk(cwd, path string, follow bool) (*walked, error) {
 			if target[0] == '/' {
 				stack = stack[:1]
 			}
-			todo = pushComponents(todo, target)
-			if len(todo) > maxSymlinks*unix.PathMax {
-				return nil, unix.ENAMETOOLONG
+			if target[len(target)-1] == '/' {
+				todo = append(todo, ".") // "dir/": what it names must be a directory
 			}
+			todo = pushComponents(todo, target)
 			continue
 		}
 		if last {
@@ -268,6 +267,9 @@ func (fs *FS) readlinkLoc(l *loc) (string, error) {
 // them), and returns the memory node of the last one. It is how anything
 // gets created below a directory that so far only the host had.
 func (fs *FS) ensureDir(dirs []loc) (*mnode, error) {
+	if len(dirs) == 0 {
+		return fs.mroot, nil
+	}
 	for i := range dirs {
 		d := &dirs[i]
 		if d.mem != nil {
