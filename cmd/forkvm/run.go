@@ -14,20 +14,6 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// defaultEnv is the environment a guest program gets: no threads for
-// BLAS libraries (sandboxes have one vCPU and no threads), a PATH, a
-// writable HOME and a UTF-8 locale.
-var defaultEnv = []string{
-	"PATH=/usr/local/bin:/usr/bin:/bin",
-	"HOME=/tmp",
-	"LANG=C.UTF-8",
-	"OPENBLAS_NUM_THREADS=1",
-	"OMP_NUM_THREADS=1",
-	"MKL_NUM_THREADS=1",
-	"NUMEXPR_NUM_THREADS=1",
-	"PYTHONDONTWRITEBYTECODE=1",
-}
-
 func runCmd() *cobra.Command {
 	var (
 		timeout time.Duration
@@ -77,7 +63,7 @@ and forkvm exits with the program's exit status (128+signal for a fault,
 			}
 			defer sys.Close()
 			cfg := linux.Config{
-				Path: argv[0], Args: argv, Env: append(append([]string{}, defaultEnv...), env...),
+				Path: argv[0], Args: argv, Env: append(append([]string{}, linux.DefaultEnv...), env...),
 				MemorySize: uint64(mem), Timeout: timeout, OutputLimit: int64(outLimit),
 				Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Root: rootfs,
 			}

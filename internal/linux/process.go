@@ -48,6 +48,20 @@ type Config struct {
 	Control  io.Writer
 }
 
+// DefaultEnv is the environment guest programs get by default: no threads
+// for BLAS libraries (sandboxes have one vCPU and no threads), a PATH, a
+// writable HOME and a UTF-8 locale.
+var DefaultEnv = []string{
+	"PATH=/usr/local/bin:/usr/bin:/bin",
+	"HOME=/tmp",
+	"LANG=C.UTF-8",
+	"OPENBLAS_NUM_THREADS=1",
+	"OMP_NUM_THREADS=1",
+	"MKL_NUM_THREADS=1",
+	"NUMEXPR_NUM_THREADS=1",
+	"PYTHONDONTWRITEBYTECODE=1",
+}
+
 // DefaultOutputLimit is the stdout+stderr cap when Config.OutputLimit is 0.
 const DefaultOutputLimit = 16 << 20
 
@@ -236,13 +250,30 @@ func (p *Process) Run() (Status, error) {
 // Machine returns the process's VM.
 func (p *Process) Machine() *vm.Machine { return p.m }
 
-// Stop ends the program from another goroutine (Run returns).
+// SetLimits sets the wall-clock and output limits of the next Run, and
+// caps guest memory at memory bytes of frames (0: unchanged).
+func (p *Process) SetLimits(timeout time.Duration, output int64, memory uint64) {
+	p.cfg.Timeout = timeout
+	if output > 0 {
+		p.cfg.OutputLimit = output
+		p.output.limit = output
+	}
+	if memory > 0 {
+		p.m.Frames.Limit = min(p.m.Mem.Size(), p.m.Frames.Next+memory)
+	}
+}
+
+// Kill stops the program from another goroutine; Run returns with a
+// "killed" status.
+func (p *Process) Kill() { p.m.Stop() }
+
+// stopped records why Run was stopped from outside.
 func (p *Process) stopped() {
 	if p.timedOut.Load() {
 		p.end(Status{Code: 124, Reason: "timeout", Message: fmt.Sprintf("forkvm: timed out after %v", p.cfg.Timeout)})
 		return
 	}
-	p.end(Status{Code: 137, Reason: "error", Message: "forkvm: stopped"})
+	p.end(Status{Code: 137, Reason: "killed", Message: "forkvm: stopped before the program finished"})
 }
 
 func (p *Process) end(s Status) {

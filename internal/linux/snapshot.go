@@ -1,6 +1,7 @@
 package linux
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -236,7 +237,7 @@ func Restore(sys *kvm.System, m *vm.Machine, s *State, o IO) (*Process, error) {
 
 // Deliver puts a request in the channel; the next Run completes the read
 // the program is blocked in.
-func (p *Process) Deliver(req []byte) {
-	p.request.data = req
+func (p *Process) Deliver(parts ...[]byte) {
+	p.request.data = bytes.Join(parts, nil)
 	p.request.delivered = true
 }

@@ -1,0 +1,246 @@
+package sandbox
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"forkvm/internal/kvm"
+	"forkvm/internal/linux"
+	"forkvm/internal/snapshot"
+	"forkvm/internal/vm"
+)
+
+// Request is one piece of code to run in a fresh sandbox.
+type Request struct {
+	Code        string
+	Env         map[string]string
+	Timeout     time.Duration // 0: DefaultTimeout
+	MemoryLimit uint64        // bytes of new guest memory; 0: the template's memory size
+	OutputLimit int64         // bytes of stdout+stderr; 0: DefaultOutputLimit
+}
+
+// Defaults for a Request's zero fields.
+const (
+	DefaultTimeout     = 30 * time.Second
+	DefaultOutputLimit = 1 << 20
+)
+
+// Result is what a sandbox did.
+type Result struct {
+	Stdout, Stderr  []byte
+	ExitCode        int
+	Outcome         string // ok, error, timeout, memory, fault
+	Error           string // why a limit or fault ended the sandbox
+	StdoutTruncated bool
+	StderrTruncated bool
+	ForkTime        time.Duration // request in hand -> vCPU about to run
+	ExecTime        time.Duration // vCPU run -> completion
+	PrivateBytes    int64         // guest memory this sandbox made its own
+	Syscalls, Exits uint64
+	Pooled          bool
+}
+
+// Engine forks sandboxes from one loaded template.
+type Engine struct {
+	sys  *kvm.System
+	tmpl *snapshot.Template
+
+	pool    chan *prepared
+	target  int
+	stop    chan struct{}
+	wg      sync.WaitGroup
+	live    atomic.Int64
+	closing atomic.Bool
+}
+
+// prepared is a fork made ahead of its request: VM, memory mapping, vCPU
+// state and process state all restored, waiting at the snapshot point.
+type prepared struct {
+	p                       *linux.Process
+	stdout, stderr, control bytes.Buffer
+}
+
+// NewEngine starts an engine with a pool of poolSize prepared forks
+// (0 for none), refilled in the background.
+func NewEngine(sys *kvm.System, t *snapshot.Template, poolSize int) *Engine {
+	e := &Engine{sys: sys, tmpl: t, target: poolSize, stop: make(chan struct{})}
+	if poolSize > 0 {
+		e.pool = make(chan *prepared, poolSize)
+		e.wg.Add(1)
+		go e.refill()
+	}
+	return e
+}
+
+// Template returns the engine's template.
+func (e *Engine) Template() *snapshot.Template { return e.tmpl }
+
+// PoolSize returns how many prepared forks are waiting, and the target.
+func (e *Engine) PoolSize() (int, int) { return len(e.pool), e.target }
+
+// Live returns the number of sandboxes running now.
+func (e *Engine) Live() int { return int(e.live.Load()) }
+
+func (e *Engine) refill() {
+	defer e.wg.Done()
+	for {
+		pr, err := e.prepare()
+		if err != nil {
+			select {
+			case <-e.stop:
+				return
+			case <-time.After(100 * time.Millisecond): // e.g. out of file descriptors: retry
+				continue
+			}
+		}
+		select {
+		case e.pool <- pr:
+		case <-e.stop:
+			pr.p.Close()
+			return
+		}
+	}
+}
+
+// prepare forks the template up to the point where only the request is
+// missing.
+func (e *Engine) prepare() (*prepared, error) {
+	shell, err := vm.NewShell(e.sys)
+	if err != nil {
+		return nil, err
+	}
+	m, err := shell.Fork(e.tmpl.MemFD, e.tmpl.Memory, e.tmpl.CPU)
+	if err != nil {
+		return nil, err
+	}
+	pr := &prepared{}
+	pr.p, err = linux.Restore(e.sys, m, e.tmpl.Process, linux.IO{Stdout: &pr.stdout, Stderr: &pr.stderr, Control: &pr.control})
+	if err != nil {
+		m.Close()
+		return nil, err
+	}
+	return pr, nil
+}
+
+// Close stops the pool and releases its prepared forks. Sandboxes running
+// now finish first.
+func (e *Engine) Close() {
+	if e.closing.Swap(true) {
+		return
+	}
+	close(e.stop)
+	e.wg.Wait()
+	if e.pool != nil {
+		close(e.pool)
+		for pr := range e.pool {
+			pr.p.Close()
+		}
+	}
+}
+
+// Exec runs req in a new sandbox. The error is for failures of forkvm
+// itself; what the code did is in the Result.
+func (e *Engine) Exec(ctx context.Context, req Request) (Result, error) {
+	var res Result
+	start := time.Now()
+	var pr *prepared
+	select {
+	case pr = <-e.pool:
+		res.Pooled = pr != nil
+	default:
+	}
+	if pr == nil {
+		var err error
+		if pr, err = e.prepare(); err != nil {
+			return res, fmt.Errorf("fork: %w", err)
+		}
+	}
+	e.live.Add(1)
+	defer e.live.Add(-1)
+	p := pr.p
+	timeout, output := req.Timeout, req.OutputLimit
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	if output <= 0 {
+		output = DefaultOutputLimit
+	}
+	p.SetLimits(timeout, output, req.MemoryLimit)
+	frame, err := json.Marshal(map[string]any{"code": req.Code, "env": req.Env})
+	if err != nil {
+		p.Close()
+		return res, err
+	}
+	p.Deliver(binary.LittleEndian.AppendUint32(nil, uint32(len(frame))), frame)
+	res.ForkTime = time.Since(start)
+
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-ctx.Done():
+			p.Kill()
+		case <-done:
+		}
+	}()
+	runStart := time.Now()
+	st, err := p.Run()
+	close(done)
+	res.ExecTime = time.Since(runStart)
+	if err != nil {
+		go p.Close()
+		return res, err
+	}
+	res.PrivateBytes, _ = p.Machine().PrivateBytes()
+	stats := p.Stats()
+	res.Syscalls, res.Exits = stats.Syscalls-e.tmpl.Process.Syscalls, stats.Exits
+	go p.Close() // teardown off the request path
+	res.Stdout, res.Stderr = pr.stdout.Bytes(), pr.stderr.Bytes()
+	classify(&res, st, pr.control.Bytes(), output)
+	return res, nil
+}
+
+// classify sets the result's exit code, outcome and error from how the
+// process ended and the agent's completion frame.
+func classify(res *Result, st linux.Status, control []byte, output int64) {
+	var frame struct {
+		ExitCode *int   `json:"exit_code"`
+		Error    string `json:"error"`
+	}
+	hasFrame := json.Unmarshal(control, &frame) == nil && frame.ExitCode != nil
+	res.ExitCode = st.Code
+	switch st.Reason {
+	case "exit":
+		if hasFrame {
+			res.ExitCode = *frame.ExitCode
+		}
+		switch {
+		case strings.HasPrefix(frame.Error, "MemoryError"):
+			res.Outcome, res.Error = "memory", "memory limit reached: the code's allocation failed with MemoryError"
+		case res.ExitCode == 0:
+			res.Outcome = "ok"
+		default:
+			res.Outcome = "error"
+		}
+	case "timeout":
+		res.Outcome, res.Error = "timeout", strings.TrimPrefix(st.Message, "forkvm: ")
+	case "fault":
+		res.Outcome, res.Error = "fault", strings.TrimPrefix(st.Message, "forkvm: ")
+	case "output":
+		res.Outcome = "error"
+		res.Error = fmt.Sprintf("output limit reached: more than %d bytes written to stdout and stderr; the sandbox was stopped", output)
+		res.StdoutTruncated, res.StderrTruncated = true, true
+	default:
+		res.Outcome, res.Error = "error", strings.TrimPrefix(st.Message, "forkvm: ")
+	}
+}
+
+// ErrClosed is returned by Exec after Close.
+var ErrClosed = errors.New("engine closed")
