@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -627,5 +628,23 @@ func TestBodyTooLargeStreamed(t *testing.T) {
 	body := `{"code": "` + strings.Repeat("x", 1<<20-20) + `"}`
 	if a := do(t, "POST", ts.URL+"/v1/exec", "", body); a.status != 200 {
 		t.Errorf("body just under 1 MiB: %d %s", a.status, a.body)
+	}
+}
+
+func TestNewLogger(t *testing.T) {
+	var buf strings.Builder
+	for format, want := range map[string]string{"": "msg=hi", "text": "msg=hi", "json": `"msg":"hi"`} {
+		buf.Reset()
+		l, err := NewLogger(&buf, format, slog.LevelInfo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.Info("hi")
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("format %q: %q", format, buf.String())
+		}
+	}
+	if _, err := NewLogger(&buf, "xml", slog.LevelInfo); err == nil {
+		t.Error("xml accepted")
 	}
 }

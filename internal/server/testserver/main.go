@@ -41,11 +41,12 @@ func main() {
 	flag.Parse()
 	cfg.Version = "testserver"
 
-	var h slog.Handler = slog.NewTextHandler(os.Stderr, nil)
-	if logFormat == "json" {
-		h = slog.NewJSONHandler(os.Stderr, nil)
+	logger, err := server.NewLogger(os.Stderr, logFormat, slog.LevelInfo)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "testserver:", err)
+		os.Exit(2)
 	}
-	cfg.Logger = slog.New(h)
+	cfg.Logger = logger
 	cfg.Logger.Warn("this is the SDK test server: code runs on the host with python3 and NO isolation")
 
 	srv, err := server.New(cfg, &hostPython{})
