@@ -2,6 +2,9 @@ package server
 
 import (
 	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strconv"
@@ -228,5 +231,36 @@ func TestOpenAPIServed(t *testing.T) {
 	a.decode(t, &doc)
 	if a.status != 200 || doc["openapi"] != "3.0.3" || !strings.Contains(string(a.body), `"version": "v0.1.0"`) {
 		t.Errorf("%d %.200s", a.status, a.body)
+	}
+}
+
+// TestAPIDocCoversServer checks that docs/api.md, the user-facing reference,
+// has a section for every route and mentions every field and status code.
+func TestAPIDocCoversServer(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("..", "..", "docs", "api.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(data)
+	s, err := New(Config{}, newTestEngine())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rt := range s.routes {
+		if !strings.Contains(doc, "\n## "+rt.method+" "+rt.path+"\n") {
+			t.Errorf("docs/api.md has no section %q", "## "+rt.method+" "+rt.path)
+		}
+		for _, code := range rt.statuses {
+			if !strings.Contains(doc, fmt.Sprintf("`%d`", code)) {
+				t.Errorf("docs/api.md does not mention status %d", code)
+			}
+		}
+	}
+	for name, typ := range schemaTypes {
+		for _, field := range jsonFieldNames(typ) {
+			if !strings.Contains(doc, "`"+field+"`") {
+				t.Errorf("docs/api.md does not mention field %s.%s", name, field)
+			}
+		}
 	}
 }
