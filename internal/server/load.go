@@ -10,6 +10,7 @@ import (
 	"maps"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -166,4 +167,39 @@ func percentile(sorted []time.Duration, p float64) time.Duration {
 	}
 	rank := int(p*float64(len(sorted))+0.999999) - 1
 	return sorted[min(max(rank, 0), len(sorted)-1)]
+}
+
+// ServerRSS reads the server's resident memory from its /v1/metrics
+// (process_resident_memory_bytes), for `forkvm bench load` to compare before
+// and after a run when the server is another process.
+func ServerRSS(ctx context.Context, baseURL, apiKey string) (int64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(baseURL, "/")+"/v1/metrics", nil)
+	if err != nil {
+		return 0, err
+	}
+	if apiKey != "" {
+		req.Header.Set("Authorization", "Bearer "+apiKey)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("read server metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return 0, fmt.Errorf("read server metrics: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("read server metrics: status %d: %s", resp.StatusCode, bytes.TrimSpace(body))
+	}
+	for line := range strings.Lines(string(body)) {
+		if v, ok := strings.CutPrefix(line, "process_resident_memory_bytes "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				return 0, fmt.Errorf("read server metrics: bad process_resident_memory_bytes %q", v)
+			}
+			return int64(f), nil
+		}
+	}
+	return 0, errors.New("read server metrics: no process_resident_memory_bytes (is this a forkvm server on Linux?)")
 }

@@ -2,6 +2,9 @@ package server
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -50,5 +53,46 @@ func TestPercentile(t *testing.T) {
 	}
 	if p := percentile(nil, 0.5); p != 0 {
 		t.Errorf("empty %d", p)
+	}
+}
+
+func TestServerRSS(t *testing.T) {
+	ts := startServer(t, Config{KeysFile: writeKeys(t, "k")}, newTestEngine())
+	rss, err := ServerRSS(context.Background(), ts.URL, "k")
+	if err != nil || rss < 1<<20 {
+		t.Errorf("rss %d, %v", rss, err)
+	}
+	if _, err := ServerRSS(context.Background(), ts.URL, "wrong"); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Errorf("wrong key: %v", err)
+	}
+}
+
+// BenchmarkExec measures the HTTP layer's cost per request on loopback, with
+// an engine that does nothing.
+func BenchmarkExec(b *testing.B) {
+	for _, clients := range []int{1, 8} {
+		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
+			s, err := New(Config{RatePerSecond: -1, MaxConcurrent: 64, Logger: slog.New(slog.DiscardHandler)}, newTestEngine())
+			if err != nil {
+				b.Fatal(err)
+			}
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- s.Serve(ctx, ln) }()
+			defer func() { cancel(); <-done }()
+
+			b.ResetTimer()
+			rep, err := Load(context.Background(), LoadConfig{BaseURL: "http://" + ln.Addr().String(), Clients: clients, Requests: b.N, Code: "echo x"})
+			if err != nil || rep.Errors > 0 {
+				b.Fatalf("%v %+v", err, rep)
+			}
+			b.ReportMetric(float64(rep.P50.Microseconds()), "p50-µs")
+			b.ReportMetric(float64(rep.P99.Microseconds()), "p99-µs")
+			b.ReportMetric(rep.Throughput, "req/s")
+		})
 	}
 }
