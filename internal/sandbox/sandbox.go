@@ -146,26 +146,36 @@ func (e *Engine) Close() {
 	}
 }
 
-// Exec runs req in a new sandbox. The error is for failures of forkvm
-// itself; what the code did is in the Result.
-func (e *Engine) Exec(ctx context.Context, req Request) (Result, error) {
-	var res Result
+// Sandbox is a forked VM holding one request, ready to run.
+type Sandbox struct {
+	e      *Engine
+	pr     *prepared
+	res    Result
+	output int64
+	ran    bool
+	closed bool
+}
+
+// Fork makes a sandbox for req: a prepared fork from the pool, or a new
+// one when the pool is empty. Result.ForkTime is measured from here to the
+// point where only KVM_RUN is left.
+func (e *Engine) Fork(req Request) (*Sandbox, error) {
 	start := time.Now()
-	var pr *prepared
+	if e.closing.Load() {
+		return nil, ErrClosed
+	}
+	s := &Sandbox{e: e}
 	select {
-	case pr = <-e.pool:
-		res.Pooled = pr != nil
+	case s.pr = <-e.pool:
+		s.res.Pooled = s.pr != nil
 	default:
 	}
-	if pr == nil {
+	if s.pr == nil {
 		var err error
-		if pr, err = e.prepare(); err != nil {
-			return res, fmt.Errorf("fork: %w", err)
+		if s.pr, err = e.prepare(); err != nil {
+			return nil, fmt.Errorf("fork: %w", err)
 		}
 	}
-	e.live.Add(1)
-	defer e.live.Add(-1)
-	p := pr.p
 	timeout, output := req.Timeout, req.OutputLimit
 	if timeout <= 0 {
 		timeout = DefaultTimeout
@@ -173,15 +183,31 @@ func (e *Engine) Exec(ctx context.Context, req Request) (Result, error) {
 	if output <= 0 {
 		output = DefaultOutputLimit
 	}
+	s.output = output
+	p := s.pr.p
 	p.SetLimits(timeout, output, req.MemoryLimit)
 	frame, err := json.Marshal(map[string]any{"code": req.Code, "env": req.Env})
 	if err != nil {
 		p.Close()
-		return res, err
+		return nil, err
 	}
 	p.Deliver(binary.LittleEndian.AppendUint32(nil, uint32(len(frame))), frame)
-	res.ForkTime = time.Since(start)
+	e.live.Add(1)
+	s.res.ForkTime = time.Since(start)
+	return s, nil
+}
 
+// Result returns what is known so far (ForkTime right after Fork).
+func (s *Sandbox) Result() Result { return s.res }
+
+// Run runs the sandbox to completion (or until ctx is done). The sandbox
+// stays alive, with its memory, until Close.
+func (s *Sandbox) Run(ctx context.Context) (Result, error) {
+	if s.ran {
+		return s.res, errors.New("sandbox already ran")
+	}
+	s.ran = true
+	p := s.pr.p
 	done := make(chan struct{})
 	go func() {
 		select {
@@ -193,18 +219,39 @@ func (e *Engine) Exec(ctx context.Context, req Request) (Result, error) {
 	runStart := time.Now()
 	st, err := p.Run()
 	close(done)
-	res.ExecTime = time.Since(runStart)
+	s.res.ExecTime = time.Since(runStart)
 	if err != nil {
-		go p.Close()
-		return res, err
+		return s.res, err
 	}
-	res.PrivateBytes, _ = p.Machine().PrivateBytes()
+	s.res.PrivateBytes, _ = p.Machine().PrivateBytes()
 	stats := p.Stats()
-	res.Syscalls, res.Exits = stats.Syscalls-e.tmpl.Process.Syscalls, stats.Exits
-	go p.Close() // teardown off the request path
-	res.Stdout, res.Stderr = pr.stdout.Bytes(), pr.stderr.Bytes()
-	classify(&res, st, pr.control.Bytes(), output)
-	return res, nil
+	s.res.Syscalls, s.res.Exits = stats.Syscalls-s.e.tmpl.Process.Syscalls, stats.Exits
+	s.res.Stdout, s.res.Stderr = s.pr.stdout.Bytes(), s.pr.stderr.Bytes()
+	classify(&s.res, st, s.pr.control.Bytes(), s.output)
+	return s.res, nil
+}
+
+// Close destroys the sandbox's VM and memory.
+func (s *Sandbox) Close() {
+	if s.closed {
+		return
+	}
+	s.closed = true
+	s.pr.p.Close()
+	s.e.live.Add(-1)
+}
+
+// Exec runs req in a new sandbox and tears it down in the background. The
+// error is for failures of forkvm itself; what the code did is in the
+// Result.
+func (e *Engine) Exec(ctx context.Context, req Request) (Result, error) {
+	s, err := e.Fork(req)
+	if err != nil {
+		return Result{}, err
+	}
+	res, err := s.Run(ctx)
+	go s.Close() // teardown off the request path
+	return res, err
 }
 
 // classify sets the result's exit code, outcome and error from how the
