@@ -1,0 +1,5 @@
+// abort calls abort(3), which raises SIGABRT.
+#include <stdlib.h>
+int main(void) {
+	abort();
+}
