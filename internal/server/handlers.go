@@ -91,9 +91,6 @@ func (s *Server) newHandler() http.Handler {
 		byPath[rt.path] = append(byPath[rt.path], rt)
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.inflight.Add(1)
-		defer s.inflight.Done()
-
 		var rt *route
 		var allowed []string
 		for _, c := range byPath[r.URL.Path] {
@@ -367,7 +364,7 @@ func (s *Server) handleHealth(w *statusWriter, r *http.Request, rc *reqCtx) {
 }
 
 func (s *Server) handleMetrics(w *statusWriter, r *http.Request, rc *reqCtx) {
-	s.metrics.handler().ServeHTTP(w, r)
+	s.metrics.handler.ServeHTTP(w, r)
 }
 
 func (s *Server) handleOpenAPI(w *statusWriter, r *http.Request, rc *reqCtx) {

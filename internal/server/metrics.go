@@ -19,6 +19,7 @@ type metrics struct {
 	duration  *prometheus.HistogramVec // by endpoint
 	requests  *prometheus.CounterVec   // by endpoint, status
 	sandboxes *prometheus.CounterVec   // by outcome
+	handler   http.Handler             // serves the registry as Prometheus text
 }
 
 func newMetrics(ex Executor) *metrics {
@@ -57,6 +58,7 @@ func newMetrics(ex Executor) *metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
+	m.handler = promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
 	return m
 }
 
@@ -86,10 +88,6 @@ func (m *metrics) observeSandbox(res ExecResult, outcome string) {
 	m.fork.Observe(res.ForkTime.Seconds())
 	m.exec.Observe(res.ExecTime.Seconds())
 	m.sandboxes.WithLabelValues(outcome).Inc()
-}
-
-func (m *metrics) handler() http.Handler {
-	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
 }
 
 // engineCollector reads the engine's gauges once per scrape, from one Status call.

@@ -28,7 +28,6 @@ import (
 	"net"
 	"net/http"
 	"runtime"
-	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -197,9 +196,6 @@ type Server struct {
 	handler http.Handler
 	openapi []byte // the OpenAPI document, with this server's version
 
-	// inflight counts requests inside the handler, so a shutdown can wait
-	// until every one has been answered.
-	inflight sync.WaitGroup
 	draining atomic.Bool
 	// hard is cancelled when a graceful shutdown runs out of time: sandboxes
 	// still running are cancelled and their requests answered with 503.
@@ -283,19 +279,18 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	graceCtx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
 	if err := hs.Shutdown(graceCtx); err != nil {
-		// Out of patience: cancel the sandboxes still running. Their handlers
-		// answer 503, and only then are the connections closed.
+		// Out of patience: cancel the sandboxes still running and waiting.
+		// Their handlers answer 503; Shutdown again waits until those
+		// answers are written and the connections idle.
 		s.log.Warn("shutdown grace period over; cancelling sandboxes still running",
 			"running", s.adm.running(), "waiting", s.adm.waiting())
 		s.cancelHard()
-		answered := make(chan struct{})
-		go func() { s.inflight.Wait(); close(answered) }()
-		select {
-		case <-answered:
-		case <-time.After(execGrace):
-			s.log.Error("requests still unanswered after cancelling their sandboxes; closing connections")
+		lastCtx, cancel := context.WithTimeout(context.Background(), execGrace)
+		defer cancel()
+		if err := hs.Shutdown(lastCtx); err != nil {
+			s.log.Error("requests still unanswered after cancelling their sandboxes; closing their connections")
+			hs.Close()
 		}
-		hs.Close()
 	}
 	<-served // http.ErrServerClosed
 	s.log.Info("server stopped")
