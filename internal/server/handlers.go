@@ -157,9 +157,13 @@ func (s *Server) rateLimited(wait time.Duration, n int) *apiError {
 	if n > 1 {
 		what = fmt.Sprintf("batch of %d executions", n)
 	}
+	who := "this key"
+	if s.keys == nil {
+		who = "each client address"
+	}
 	return &apiError{status: http.StatusTooManyRequests, retryAfter: wait,
-		msg: fmt.Sprintf("rate limit exceeded: this key may run %g executions per second (bursts of %d); the %s may be retried in %s",
-			s.cfg.RatePerSecond, s.cfg.Burst, what, wait.Round(time.Millisecond))}
+		msg: fmt.Sprintf("rate limit exceeded: %s may run %g executions per second (bursts of %d); the %s may be retried in %s",
+			who, s.cfg.RatePerSecond, s.cfg.Burst, what, wait.Round(time.Millisecond))}
 }
 
 func (s *Server) busy() *apiError {
