@@ -30,7 +30,7 @@ numpy imported) as copy-on-write views of its memory.`,
 		SilenceErrors: true,
 		Version:       version,
 	}
-	root.AddCommand(runCmd(), templateCmd(), execCmd(), benchCmd(), versionCmd(), syscallsCmd())
+	root.AddCommand(runCmd(), templateCmd(), execCmd(), benchCmd(), serveCmd(), versionCmd(), syscallsCmd())
 	if err := root.Execute(); err != nil {
 		var ee exitError
 		if errors.As(err, &ee) {

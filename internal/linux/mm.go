@@ -77,6 +77,9 @@ func (as *AddressSpace) populate(start, end uint64, prot int) error {
 	if prot&(unix.PROT_READ|unix.PROT_WRITE|unix.PROT_EXEC) == 0 {
 		return nil
 	}
+	if (end-start)/vm.PageSize > as.m.Frames.Available() {
+		return unix.ENOMEM // refuse before allocating anything
+	}
 	for va := start; va < end; va += vm.PageSize {
 		pa, err := as.m.Frames.Alloc()
 		if err == nil {

@@ -358,7 +358,11 @@ func (m *Machine) describeFailure() string {
 func (m *Machine) faultExit(v int) Exit {
 	sp := m.run.S.Regs.RSP - DirectMap
 	e := Exit{Kind: ExitFault, Vector: v, CR2: m.run.S.Sregs.CR2}
-	if sp < KStackBottom || sp+48 > KStackTop {
+	frame := uint64(40) // rip, cs, rflags, rsp, ss
+	if vectorHasErrorCode(v) {
+		frame += 8
+	}
+	if sp < KStackBottom || sp+frame > KStackTop {
 		e.RIP = m.run.S.Regs.RIP
 		return e
 	}
