@@ -1,12 +1,22 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
 
 	"forkvm/internal/bench"
 	"forkvm/internal/kvm"
+	"forkvm/internal/server"
 
 	"github.com/spf13/cobra"
 )
@@ -70,5 +80,120 @@ isolation), and a cold start in a VM without a template.`,
 	f.IntVar(&cfg.PoolTarget, "pool", 8, "prepared forks kept ready for the pooled rows")
 	f.StringVar(&rootfs, "rootfs", "", "rootfs for the host baselines (default: the template's)")
 	f.StringVar(&jsonOut, "json", "", "also write the results as JSON to this file (- for stdout)")
+	cmd.AddCommand(benchLoadCmd())
 	return cmd
+}
+
+func benchLoadCmd() *cobra.Command {
+	var (
+		stateDir, url, key, code string
+		clients, requests, pool  int
+		duration                 time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "load",
+		Short: "Load-test a forkvm server on loopback: throughput, p50/p99, errors, server RSS",
+		Long: `Load sends requests from N concurrent clients for a duration (or a number
+of requests) and reports throughput, latency percentiles, the errors, and
+the server's resident memory before and after. Without --url it starts
+'forkvm serve' as a child process on a free loopback port (with
+--max-concurrent equal to --clients, so the load stays below the cap) and
+stops it afterwards.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			if url == "" {
+				child, u, err := startServer(ctx, stateDir, clients, pool)
+				if err != nil {
+					return err
+				}
+				defer func() {
+					child.Process.Signal(syscall.SIGTERM)
+					child.Wait()
+				}()
+				url = u
+			}
+			before, err := server.ServerRSS(ctx, url, key)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(os.Stderr, "forkvm bench load: %d clients against %s (%s)\n", clients, url, loadSpan(requests, duration))
+			rep, err := server.Load(ctx, server.LoadConfig{BaseURL: url, APIKey: key, Clients: clients, Duration: duration, Requests: requests, Code: code})
+			if err != nil {
+				return err
+			}
+			after, err := server.ServerRSS(ctx, url, key)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), rep.String())
+			fmt.Fprintf(cmd.OutOrStdout(), "server RSS: %.1f MiB before, %.1f MiB after %d requests\n", float64(before)/(1<<20), float64(after)/(1<<20), rep.Requests)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	addStateDirFlag(cmd, &stateDir)
+	f.StringVar(&url, "url", "", "server to load (default: start one)")
+	f.StringVar(&key, "key", "", "API key for --url")
+	f.IntVar(&clients, "clients", 2, "concurrent clients")
+	f.IntVar(&requests, "requests", 10000, "stop after this many requests (0: run for --duration)")
+	f.DurationVar(&duration, "duration", 0, "how long to run (0: until --requests are done)")
+	f.StringVar(&code, "code", "print(1+1)", "code every request runs")
+	f.IntVar(&pool, "pool", 4, "prepared forks of the started server")
+	return cmd
+}
+
+func loadSpan(requests int, d time.Duration) string {
+	if requests > 0 {
+		return fmt.Sprintf("%d requests", requests)
+	}
+	return d.String()
+}
+
+// startServer runs `forkvm serve` on a free loopback port and waits until
+// it is ready.
+func startServer(ctx context.Context, stateDir string, maxConcurrent, pool int) (*exec.Cmd, string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, "", err
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	self, err := os.Executable()
+	if err != nil {
+		return nil, "", err
+	}
+	child := exec.Command(self, "serve", "--addr", addr, "--state-dir", stateDir, "--pool", strconv.Itoa(pool),
+		"--max-concurrent", strconv.Itoa(maxConcurrent), "--rate", "-1", "--log-format", "json")
+	var logs bytes.Buffer
+	child.Stderr = &logs
+	if err := child.Start(); err != nil {
+		return nil, "", err
+	}
+	url := "http://" + addr
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(url + "/v1/health")
+		if err == nil {
+			var h struct{ Ready bool }
+			json.NewDecoder(resp.Body).Decode(&h)
+			resp.Body.Close()
+			if h.Ready {
+				return child, url, nil
+			}
+		}
+		if child.ProcessState != nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			child.Process.Kill()
+			return nil, "", ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	child.Process.Kill()
+	child.Wait()
+	return nil, "", fmt.Errorf("forkvm serve did not become ready: %s", logs.String())
 }
