@@ -282,8 +282,14 @@ func Load(dir string, sys *kvm.System) (*Template, error) {
 		return nil, err
 	}
 	var pf processFile
-	if err := json.Unmarshal(pb, &pf); err != nil || pf.Process == nil {
+	if err := json.Unmarshal(pb, &pf); err != nil {
 		return nil, fmt.Errorf("%w: process.json: %v", ErrCorrupt, err)
+	}
+	if pf.Process == nil {
+		return nil, fmt.Errorf("%w: process.json holds no process state", ErrCorrupt)
+	}
+	if pf.Process.Version != linux.StateVersion {
+		return nil, fmt.Errorf("%w: process.json: process state version %d, this forkvm reads version %d", ErrCorrupt, pf.Process.Version, linux.StateVersion)
 	}
 	ib, err := read("memory.img")
 	if err != nil {
