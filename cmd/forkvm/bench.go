@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -103,11 +102,13 @@ stops it afterwards.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
+			var serverLog *os.File
 			if url == "" {
-				child, u, err := startServer(ctx, stateDir, clients, pool)
+				child, u, logs, err := startServer(ctx, stateDir, clients, pool)
 				if err != nil {
 					return err
 				}
+				serverLog = logs
 				defer func() {
 					child.Process.Signal(syscall.SIGTERM)
 					child.Wait()
@@ -125,6 +126,9 @@ stops it afterwards.`,
 			}
 			after, err := server.ServerRSS(ctx, url, key)
 			if err != nil {
+				if serverLog != nil {
+					return fmt.Errorf("%w; the server's log ends with:\n%s", err, tail(serverLog, 4096))
+				}
 				return err
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), rep.String())
@@ -153,23 +157,27 @@ func loadSpan(requests int, d time.Duration) string {
 
 // startServer runs `forkvm serve` on a free loopback port and waits until
 // it is ready.
-func startServer(ctx context.Context, stateDir string, maxConcurrent, pool int) (*exec.Cmd, string, error) {
+func startServer(ctx context.Context, stateDir string, maxConcurrent, pool int) (*exec.Cmd, string, *os.File, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return nil, "", err
+		return nil, "", nil, err
 	}
 	addr := ln.Addr().String()
 	ln.Close()
 	self, err := os.Executable()
 	if err != nil {
-		return nil, "", err
+		return nil, "", nil, err
 	}
 	child := exec.Command(self, "serve", "--addr", addr, "--state-dir", stateDir, "--pool", strconv.Itoa(pool),
 		"--max-concurrent", strconv.Itoa(maxConcurrent), "--rate", "-1", "--log-format", "json")
-	var logs bytes.Buffer
-	child.Stderr = &logs
+	logs, err := os.CreateTemp("", "forkvm-serve-*.log")
+	if err != nil {
+		return nil, "", nil, err
+	}
+	os.Remove(logs.Name()) // unlinked: the child's log dies with us
+	child.Stderr = logs
 	if err := child.Start(); err != nil {
-		return nil, "", err
+		return nil, "", nil, err
 	}
 	url := "http://" + addr
 	deadline := time.Now().Add(60 * time.Second)
@@ -180,7 +188,7 @@ func startServer(ctx context.Context, stateDir string, maxConcurrent, pool int) 
 			json.NewDecoder(resp.Body).Decode(&h)
 			resp.Body.Close()
 			if h.Ready {
-				return child, url, nil
+				return child, url, logs, nil
 			}
 		}
 		if child.ProcessState != nil {
@@ -189,11 +197,23 @@ func startServer(ctx context.Context, stateDir string, maxConcurrent, pool int) 
 		select {
 		case <-ctx.Done():
 			child.Process.Kill()
-			return nil, "", ctx.Err()
+			return nil, "", nil, ctx.Err()
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
 	child.Process.Kill()
 	child.Wait()
-	return nil, "", fmt.Errorf("forkvm serve did not become ready: %s", logs.String())
+	return nil, "", nil, fmt.Errorf("forkvm serve did not become ready: %s", tail(logs, 4096))
+}
+
+// tail returns the last n bytes of f.
+func tail(f *os.File, n int64) string {
+	st, err := f.Stat()
+	if err != nil {
+		return ""
+	}
+	off := max(st.Size()-n, 0)
+	b := make([]byte, st.Size()-off)
+	f.ReadAt(b, off)
+	return string(b)
 }

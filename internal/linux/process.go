@@ -115,8 +115,9 @@ type Process struct {
 	stdout  *outFile
 	stderr  *outFile
 
-	stats Stats
-	start time.Time
+	stats  Stats
+	start  time.Time
+	closed bool
 }
 
 // Run loads cfg.Path into a new VM and runs it to completion.
@@ -179,18 +180,19 @@ func (p *Process) Close() error {
 	if p.fs != nil {
 		p.fs.Close()
 	}
-	if p.m == nil {
+	if p.closed {
 		return nil
 	}
-	err := p.m.Close()
-	p.m = nil
-	return err
+	p.closed = true
+	// p.m stays set: a timeout or Kill racing with Close finds a closed
+	// machine, whose Stop does nothing.
+	return p.m.Close()
 }
 
 // Stats returns the run's counters.
 func (p *Process) Stats() Stats {
 	s := p.stats
-	if p.m != nil {
+	if !p.closed {
 		s.Exits = p.m.Exits
 		s.PageTables = p.m.MMU.Tables
 		s.QueuedPTEs = p.m.MMU.QueuedWrites

@@ -86,7 +86,8 @@ func (e *Engine) Template() *snapshot.Template { return e.tmpl }
 // PoolSize returns how many prepared forks are waiting, and the target.
 func (e *Engine) PoolSize() (int, int) { return len(e.pool), e.target }
 
-// Live returns the number of sandboxes running now.
+// Live returns the number of sandboxes that exist now (forked and not yet
+// torn down).
 func (e *Engine) Live() int { return int(e.live.Load()) }
 
 func (e *Engine) refill() {
@@ -130,8 +131,8 @@ func (e *Engine) prepare() (*prepared, error) {
 	return pr, nil
 }
 
-// Close stops the pool and releases its prepared forks. Sandboxes running
-// now finish first.
+// Close stops the pool and releases its prepared forks. Sandboxes already
+// forked are not affected; their owners close them.
 func (e *Engine) Close() {
 	if e.closing.Swap(true) {
 		return
@@ -208,8 +209,9 @@ func (s *Sandbox) Run(ctx context.Context) (Result, error) {
 	}
 	s.ran = true
 	p := s.pr.p
-	done := make(chan struct{})
+	done, finished := make(chan struct{}), make(chan struct{})
 	go func() {
+		defer close(finished)
 		select {
 		case <-ctx.Done():
 			p.Kill()
@@ -219,6 +221,7 @@ func (s *Sandbox) Run(ctx context.Context) (Result, error) {
 	runStart := time.Now()
 	st, err := p.Run()
 	close(done)
+	<-finished
 	s.res.ExecTime = time.Since(runStart)
 	if err != nil {
 		return s.res, err
