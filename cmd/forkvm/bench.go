@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"forkvm/internal/bench"
-	"forkvm/internal/kvm"
 	"forkvm/internal/server"
 
 	"github.com/spf13/cobra"
@@ -37,15 +36,11 @@ a fresh host python3 process, an os.fork() of a warm host python (no VM
 isolation), and a cold start in a VM without a template.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			sys, err := kvm.Open()
+			sys, t, err := openTemplate(stateDir, name)
 			if err != nil {
 				return err
 			}
 			defer sys.Close()
-			t, err := loadTemplate(sys, stateDir, name)
-			if err != nil {
-				return err
-			}
 			defer t.Close()
 			cfg.Alive = alive
 			cfg.Rootfs = rootfs

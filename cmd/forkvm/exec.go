@@ -7,7 +7,6 @@ import (
 	"os"
 	"time"
 
-	"forkvm/internal/kvm"
 	"forkvm/internal/sandbox"
 
 	"github.com/spf13/cobra"
@@ -43,15 +42,11 @@ made its own goes to stderr. forkvm exits with the code's exit status.`,
 			if err != nil {
 				return fmt.Errorf("--memory: %w", err)
 			}
-			sys, err := kvm.Open()
+			sys, t, err := openTemplate(stateDir, name)
 			if err != nil {
 				return err
 			}
 			defer sys.Close()
-			t, err := loadTemplate(sys, stateDir, name)
-			if err != nil {
-				return err
-			}
 			defer t.Close()
 			e := sandbox.NewEngine(sys, t, 0)
 			defer e.Close()

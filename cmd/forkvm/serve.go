@@ -9,7 +9,6 @@ import (
 	"syscall"
 	"time"
 
-	"forkvm/internal/kvm"
 	"forkvm/internal/sandbox"
 	"forkvm/internal/server"
 
@@ -83,15 +82,11 @@ SIGTERM or SIGINT stops accepting, finishes what is in flight and exits 0.`,
 				cfg.KeysFile = os.Getenv(server.KeysFileEnv)
 			}
 			cfg.Logger, cfg.Version = logger, version
-			sys, err := kvm.Open()
+			sys, t, err := openTemplate(stateDir, name)
 			if err != nil {
 				return err
 			}
 			defer sys.Close()
-			t, err := loadTemplate(sys, stateDir, name)
-			if err != nil {
-				return err
-			}
 			defer t.Close()
 			e := sandbox.NewEngine(sys, t, pool)
 			defer e.Close()

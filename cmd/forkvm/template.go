@@ -244,6 +244,20 @@ func templateError(name string, err error) error {
 	return fmt.Errorf("template %q: %w", name, err)
 }
 
+// openTemplate opens /dev/kvm and loads a template by name.
+func openTemplate(stateDir, name string) (*kvm.System, *snapshot.Template, error) {
+	sys, err := kvm.Open()
+	if err != nil {
+		return nil, nil, err
+	}
+	t, err := loadTemplate(sys, stateDir, name)
+	if err != nil {
+		sys.Close()
+		return nil, nil, err
+	}
+	return sys, t, nil
+}
+
 // loadTemplate loads a template by name.
 func loadTemplate(sys *kvm.System, stateDir, name string) (*snapshot.Template, error) {
 	if err := sandbox.ValidName(name); err != nil {

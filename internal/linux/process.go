@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"runtime"
 	"sync/atomic"
 	"time"
@@ -300,9 +299,6 @@ func (p *Process) fault(e vm.Exit) {
 		sig, what = int(unix.SIGSEGV), fmt.Sprintf("general protection fault at rip %#x (privileged instruction or bad address)", e.RIP)
 	case 14:
 		sig, what = int(unix.SIGSEGV), fmt.Sprintf("page fault at %#x (rip %#x)%s", e.CR2, e.RIP, pageFaultDetail(e.ErrorCode, e.CR2))
-		if os.Getenv("FORKVM_DEBUG") != "" {
-			what += fmt.Sprintf(" [error code %#x]", e.ErrorCode)
-		}
 	case 16, 19:
 		sig, what = int(unix.SIGFPE), fmt.Sprintf("%s at rip %#x", vm.VectorName(e.Vector), e.RIP)
 	default:

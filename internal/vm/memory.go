@@ -70,12 +70,6 @@ func (m *Memory) ZeroPage(pa uint64) {
 	clear(m.Data[pa : pa+PageSize])
 }
 
-// Release gives the host memory behind [pa, pa+n) back; the contents
-// become those of the backing file (zero beyond a snapshot's frames).
-func (m *Memory) Release(pa, n uint64) {
-	_ = unix.Madvise(m.Data[pa:pa+n], unix.MADV_DONTNEED)
-}
-
 // Frames hands out guest physical pages above FramesStart.
 //
 // Frames at or above Next have never been used and are zero; freed frames
@@ -92,9 +86,6 @@ type Frames struct {
 func NewFrames(mem *Memory) *Frames {
 	return &Frames{Next: FramesStart, Limit: mem.Size(), mem: mem}
 }
-
-// Attach points the allocator at mem (after a fork).
-func (f *Frames) Attach(mem *Memory) { f.mem = mem }
 
 // Clone copies the allocator state.
 func (f *Frames) Clone() *Frames {
