@@ -158,7 +158,11 @@ func New(sys *kvm.System, cfg Config) (*Process, error) {
 	if cfg.Template {
 		p.request = &requestFile{}
 		p.fds.install(0, p.request, false)
-		p.fds.install(controlFD, &outFile{w: cfg.Control}, false)
+		control := cfg.Control
+		if control == nil {
+			control = io.Discard
+		}
+		p.fds.install(controlFD, &outFile{w: control}, false)
 	} else {
 		p.fds.install(0, &stdinFile{r: cfg.Stdin}, false)
 	}

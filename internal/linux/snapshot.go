@@ -215,7 +215,11 @@ func Restore(sys *kvm.System, m *vm.Machine, s *State, o IO) (*Process, error) {
 		case "stderr":
 			f = p.stderr
 		case "control":
-			f = &outFile{w: o.Control}
+			w := o.Control
+			if w == nil {
+				w = io.Discard
+			}
+			f = &outFile{w: w}
 		case "file":
 			vf, err := p.fs.Open("/", fd.Path, fd.Flags&^(unix.O_CREAT|unix.O_TRUNC|unix.O_EXCL), 0)
 			if err != nil {
@@ -240,4 +244,31 @@ func Restore(sys *kvm.System, m *vm.Machine, s *State, o IO) (*Process, error) {
 func (p *Process) Deliver(parts ...[]byte) {
 	p.request.data = bytes.Join(parts, nil)
 	p.request.delivered = true
+}
+
+// PageOwners names the mapping each guest physical page belongs to
+// ("[heap]", a library path, "page tables and kernel" for pages no mapping
+// holds), and counts pages per name.
+func (p *Process) PageOwners(pages []uint64) map[string]int {
+	byFrame := map[uint64]string{}
+	for _, v := range p.mm.vmas {
+		for va := v.start; va < v.end; va += vm.PageSize {
+			if pa, ok := p.mm.frameOf(va); ok {
+				name := v.name
+				if name == "" {
+					name = "[anonymous]"
+				}
+				byFrame[pa] = name
+			}
+		}
+	}
+	out := map[string]int{}
+	for _, pa := range pages {
+		name, ok := byFrame[pa]
+		if !ok {
+			name = "page tables and kernel"
+		}
+		out[name]++
+	}
+	return out
 }

@@ -1,6 +1,7 @@
 package vm
 
 import (
+	"encoding/binary"
 	"fmt"
 
 	"forkvm/internal/kvm"
@@ -134,29 +135,69 @@ func (m *Machine) restoreCPU(cpu *CPUState) error {
 // private (copied on write, or newly allocated), from /proc/self/pagemap:
 // present pages of the mapping that are anonymous rather than file pages.
 func (m *Machine) PrivateBytes() (int64, error) {
+	var n int64
+	err := m.scanPagemap(func(pa uint64, present, file bool) {
+		if present && !file {
+			n += PageSize
+		}
+	})
+	return n, err
+}
+
+// TouchedPages returns the guest physical pages of this machine that the
+// host has mapped: written (private) and only read (still the snapshot's).
+func (m *Machine) TouchedPages() (written, read []uint64, err error) {
+	err = m.scanPagemap(func(pa uint64, present, file bool) {
+		switch {
+		case present && !file:
+			written = append(written, pa)
+		case present:
+			read = append(read, pa)
+		}
+	})
+	return written, read, err
+}
+
+// scanPagemap calls fn for each page below the allocator's high-water mark.
+func (m *Machine) scanPagemap(fn func(pa uint64, present, file bool)) error {
 	limit := m.Frames.Next
 	fd, err := unix.Open("/proc/self/pagemap", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	defer unix.Close(fd)
 	base := uint64(uintptrOf(m.Mem.Data))
 	buf := make([]byte, 8*4096)
-	var n int64
 	for pa := uint64(0); pa < limit; {
 		pages := min((limit-pa)/PageSize, 4096)
 		b := buf[:8*pages]
 		if _, err := unix.Pread(fd, b, int64((base+pa)/PageSize*8)); err != nil {
-			return 0, err
+			return err
 		}
 		for i := uint64(0); i < pages; i++ {
-			e := uint64(b[8*i]) | uint64(b[8*i+1])<<8 | uint64(b[8*i+2])<<16 | uint64(b[8*i+3])<<24 |
-				uint64(b[8*i+4])<<32 | uint64(b[8*i+5])<<40 | uint64(b[8*i+6])<<48 | uint64(b[8*i+7])<<56
-			if e&(1<<63) != 0 && e&(1<<61) == 0 {
-				n += PageSize
-			}
+			e := binary.LittleEndian.Uint64(b[8*i:])
+			fn(pa+i*PageSize, e&(1<<63) != 0, e&(1<<61) != 0)
 		}
 		pa += pages * PageSize
 	}
-	return n, nil
+	return nil
+}
+
+// Prefault makes the host map the given guest pages ahead of the guest's
+// first touch: written pages are copied (made private) now, read pages are
+// mapped from the snapshot. Guest first touches of them then cost only
+// KVM's own fault, not the host's as well.
+func (m *Machine) Prefault(written, read []uint64) {
+	advise := func(pages []uint64, advice int) {
+		for i := 0; i < len(pages); {
+			j := i + 1
+			for j < len(pages) && pages[j] == pages[j-1]+PageSize {
+				j++
+			}
+			_ = unix.Madvise(m.Mem.Data[pages[i]:pages[j-1]+PageSize], advice)
+			i = j
+		}
+	}
+	advise(written, unix.MADV_POPULATE_WRITE)
+	advise(read, unix.MADV_POPULATE_READ)
 }
