@@ -97,7 +97,7 @@ existing template of that name.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&rootfs, "rootfs", "build/rootfs", "guest root directory holding python3 (make rootfs)")
-	f.StringVar(&memory, "memory", "2G", "guest memory of each sandbox (its memory limit)")
+	f.StringVar(&memory, "memory", "1G", "guest memory of each sandbox, its memory limit (KVM keeps ~3 KiB of host memory per MiB of it for every live sandbox)")
 	f.StringSliceVar(&preload, "preload", nil, "modules to import before the snapshot (default numpy,json,re,math,random,collections,itertools,functools,datetime,hashlib)")
 	return cmd
 }

@@ -35,7 +35,7 @@ type BuildOptions struct {
 }
 
 // DefaultMemorySize is the guest memory of a template's sandboxes.
-const DefaultMemorySize = 2 << 30
+const DefaultMemorySize = 1 << 30
 
 // TemplateDir returns where a template of that name is stored.
 func TemplateDir(stateDir, name string) string {
