@@ -37,12 +37,12 @@ def _read_exact(n):
 
 def _reseed():
     """Give this fork its own random state: the snapshot's is shared by all."""
-    seed = os.urandom(32)
+    seed = int.from_bytes(os.urandom(32), "little")
     import random
-    random.seed(seed)
+    random.seed(seed)  # an int seeds directly; bytes would be hashed first
     np = sys.modules.get("numpy")
     if np is not None:
-        np.random.seed(int.from_bytes(seed[:4], "little"))
+        np.random.seed(seed & 0xFFFFFFFF)
 
 
 def _exit_code(exc):

@@ -16,7 +16,7 @@ func execCmd() *cobra.Command {
 	var (
 		stateDir, name, memory string
 		timeout                time.Duration
-		quiet                  bool
+		quiet, trace           bool
 	)
 	cmd := &cobra.Command{
 		Use:   "exec [flags] CODE",
@@ -49,6 +49,9 @@ made its own goes to stderr. forkvm exits with the code's exit status.`,
 			defer sys.Close()
 			defer t.Close()
 			e := sandbox.NewEngine(sys, t, 0)
+			if trace {
+				e.Trace = os.Stderr
+			}
 			defer e.Close()
 			res, err := e.Exec(context.Background(), sandbox.Request{Code: code, Timeout: timeout, MemoryLimit: uint64(mem)})
 			if err != nil {
@@ -75,6 +78,7 @@ made its own goes to stderr. forkvm exits with the code's exit status.`,
 	f.DurationVar(&timeout, "timeout", 30*time.Second, "wall-clock limit")
 	f.StringVar(&memory, "memory", "0", "memory the code may allocate beyond the template's (0: up to the template's memory size)")
 	f.BoolVarP(&quiet, "quiet", "q", false, "do not print the timing summary")
+	f.BoolVar(&trace, "trace", false, "print the sandbox's system calls on stderr")
 	return cmd
 }
 

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -61,6 +62,10 @@ type Engine struct {
 	wg      sync.WaitGroup
 	live    atomic.Int64
 	closing atomic.Bool
+
+	// Trace, if set before the first Fork, receives the system calls of
+	// every sandbox (as forkvm run --trace prints them).
+	Trace io.Writer
 
 	// hot lists the guest pages a typical exec writes, recorded by a
 	// warm-up exec; prepared forks copy them ahead (see prepare).
@@ -153,7 +158,7 @@ func (e *Engine) prepare() (*prepared, error) {
 	}
 	m.Prefault(e.hot, nil)
 	pr := &prepared{}
-	pr.p, err = linux.Restore(e.sys, m, e.tmpl.Process, linux.IO{Stdout: &pr.stdout, Stderr: &pr.stderr, Control: &pr.control})
+	pr.p, err = linux.Restore(e.sys, m, e.tmpl.Process, linux.IO{Stdout: &pr.stdout, Stderr: &pr.stderr, Control: &pr.control, Trace: e.Trace})
 	if err != nil {
 		m.Close()
 		return nil, err
