@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -41,7 +42,7 @@ and forkvm exits with the program's exit status (128+signal for a fault,
   forkvm run --rootfs build/rootfs -- /usr/bin/python3 -c 'print(1+1)'`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, argv []string) error {
-			mem, err := parseSize(memory)
+			mem, err := guestMemory(memory)
 			if err != nil {
 				return fmt.Errorf("--memory: %w", err)
 			}
@@ -64,7 +65,7 @@ and forkvm exits with the program's exit status (128+signal for a fault,
 			defer sys.Close()
 			cfg := linux.Config{
 				Path: argv[0], Args: argv, Env: append(append([]string{}, linux.DefaultEnv...), env...),
-				MemorySize: uint64(mem), Timeout: timeout, OutputLimit: int64(outLimit),
+				MemorySize: mem, Timeout: timeout, OutputLimit: int64(outLimit),
 				Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Root: rootfs,
 			}
 			if trace {
@@ -111,24 +112,34 @@ func printStats(s linux.Stats, d time.Duration) {
 	}
 }
 
-// parseSize parses "256M", "2G", "4096" (bytes) and the like.
+// parseSize parses "256M", "2G", "1.5G", "4096" (bytes) and the like.
 func parseSize(s string) (int64, error) {
-	s = strings.TrimSpace(strings.ToUpper(s))
-	s = strings.TrimSuffix(strings.TrimSuffix(s, "B"), "I")
-	mult := int64(1)
-	if n := len(s); n > 0 {
-		switch s[n-1] {
+	t := strings.TrimSpace(strings.ToUpper(s))
+	t = strings.TrimSuffix(strings.TrimSuffix(t, "B"), "I")
+	mult := 1.0
+	if n := len(t); n > 0 {
+		switch t[n-1] {
 		case 'K':
-			mult, s = 1<<10, s[:n-1]
+			mult, t = 1<<10, t[:n-1]
 		case 'M':
-			mult, s = 1<<20, s[:n-1]
+			mult, t = 1<<20, t[:n-1]
 		case 'G':
-			mult, s = 1<<30, s[:n-1]
+			mult, t = 1<<30, t[:n-1]
 		}
 	}
-	var v int64
-	if _, err := fmt.Sscan(s, &v); err != nil || v < 0 {
+	v, err := strconv.ParseFloat(t, 64)
+	if err != nil || v < 0 || v*mult > 1<<50 {
 		return 0, fmt.Errorf("%q is not a size (use e.g. 512M or 2G)", s)
 	}
-	return v * mult, nil
+	return int64(v * mult), nil
+}
+
+// guestMemory parses a --memory value, rounded up to whole 2 MiB.
+func guestMemory(s string) (uint64, error) {
+	v, err := parseSize(s)
+	if err != nil {
+		return 0, err
+	}
+	const unit = 2 << 20
+	return uint64((v + unit - 1) / unit * unit), nil
 }

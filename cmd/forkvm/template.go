@@ -67,7 +67,7 @@ existing template of that name.`,
 			if len(args) == 1 {
 				name = args[0]
 			}
-			mem, err := parseSize(memory)
+			mem, err := guestMemory(memory)
 			if err != nil {
 				return fmt.Errorf("--memory: %w", err)
 			}
@@ -83,7 +83,7 @@ existing template of that name.`,
 			start := time.Now()
 			stop := spinner(fmt.Sprintf("building template %s", name), start)
 			m, err := sandbox.Build(sys, sandbox.BuildOptions{
-				Name: name, Rootfs: root, StateDir: *stateDir, Preload: preload, MemorySize: uint64(mem),
+				Name: name, Rootfs: root, StateDir: *stateDir, Preload: preload, MemorySize: mem,
 				Version: version, Progress: func(s string) { stop(); fmt.Fprintf(os.Stderr, "forkvm: %s\n", s); stop = spinner("  "+s, start) },
 			})
 			stop()
