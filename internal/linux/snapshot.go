@@ -272,3 +272,42 @@ func (p *Process) PageOwners(pages []uint64) map[string]int {
 	}
 	return out
 }
+
+// ClearAccessed clears the accessed and dirty bits of every page of the
+// program, so that AccessedPages can tell afterwards which pages the guest
+// touched. Call it on a fork before its first run (the host may then write
+// page tables directly).
+func (p *Process) ClearAccessed() error {
+	for _, v := range p.mm.vmas {
+		for a := v.start; a < v.end; a += vm.PageSize {
+			e := p.m.MMU.Lookup(a)
+			if e&vm.PTEPresent != 0 {
+				if err := p.m.MMU.Set(a, e&^(vm.PTEAccessed|vm.PTEDirty)); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// AccessedPages returns the user pages whose accessed bit is set, for
+// vm.Machine.Touch: those with the dirty bit also set carry
+// vm.TouchWriteFlag. The CPU (or KVM, walking the guest's tables) sets
+// these bits on the guest's first access.
+func (p *Process) AccessedPages() []uint64 {
+	var out []uint64
+	for _, v := range p.mm.vmas {
+		for a := v.start; a < v.end; a += vm.PageSize {
+			e := p.m.MMU.Lookup(a)
+			if e&(vm.PTEPresent|vm.PTEUser|vm.PTEAccessed) != vm.PTEPresent|vm.PTEUser|vm.PTEAccessed {
+				continue
+			}
+			if e&vm.PTEDirty != 0 && e&vm.PTEWrite != 0 {
+				a |= vm.TouchWriteFlag
+			}
+			out = append(out, a)
+		}
+	}
+	return out
+}

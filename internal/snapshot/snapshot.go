@@ -299,6 +299,10 @@ func Load(dir string, sys *kvm.System) (*Template, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: memory.img: %v", ErrCorrupt, err)
 	}
+	if err := vm.InstallKernel(fd); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
 	return &Template{Manifest: m, Dir: dir, MemFD: fd, CPU: cpu, Memory: pf.Memory, Process: pf.Process}, nil
 }
 

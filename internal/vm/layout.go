@@ -80,6 +80,7 @@ const (
 const (
 	PortSyscall   = 0x10
 	PortQueueDone = 0x12
+	PortTouchDone = 0x13
 	PortFaultBase = 0x20 // + vector, for vectors 0-31
 )
 

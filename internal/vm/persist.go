@@ -201,3 +201,18 @@ func (m *Machine) Prefault(written, read []uint64) {
 	advise(written, unix.MADV_POPULATE_WRITE)
 	advise(read, unix.MADV_POPULATE_READ)
 }
+
+// Stats returns the vCPU's KVM statistics (see kvm.VCPU.Stats).
+func (m *Machine) Stats() (map[string]uint64, error) { return m.vcpu.Stats() }
+
+// InstallKernel writes this forkvm's GDT, IDT, TSS and stub into a
+// snapshot's memory (a memfd), replacing what the forkvm that built the
+// snapshot wrote there, so that forks always run the current stub.
+func InstallKernel(memfd int) error {
+	mem := &Memory{Data: make([]byte, KStackBottom)}
+	writeKernel(mem)
+	if _, err := unix.Pwrite(memfd, mem.Data[GDTPhys:KStackBottom], GDTPhys); err != nil {
+		return fmt.Errorf("install the stub in snapshot memory: %w", err)
+	}
+	return nil
+}

@@ -9,6 +9,7 @@ const (
 	StubSyscall   = 0x000 // LSTAR: syscall entry
 	StubApply     = 0x010 // apply the page-table write queue, then iretq
 	StubQueueDone = 0x080 // iretq target of a mid-call queue flush
+	StubTouch     = 0x0a0 // CPL3: touch a list of pages (see Machine.Touch)
 	StubVectors   = 0x100 // vector v's handler is at StubVectors + 8*v
 )
 
@@ -59,6 +60,23 @@ func stubRoutines() []stubRoutine {
 			{[]byte{0x58}, "POPQ AX"},                                            // restore rax
 			{[]byte{0x48, 0xcf}, "IRETQ"},                                        // to the frame the host wrote
 		}},
+		// Runs at CPL3 from the stub's user mapping. rsi points at a
+		// zero-terminated list of page addresses; bit 0 set means
+		// write the byte back (a no-op write that makes the page
+		// writable in KVM's shadow page tables). The final `out` faults
+		// (#GP, IOPL 0), which is how the pass reports that it is done.
+		{"touch", StubTouch, []insn{
+			{[]byte{0x48, 0x8b, 0x06}, "MOVQ 0(SI), AX"},            // loop: rax = next entry
+			{[]byte{0x48, 0x85, 0xc0}, "TESTQ AX, AX"},              //
+			{[]byte{0x74, 0x11}, "JE .+17"},                         // zero ends the list
+			{[]byte{0x48, 0x0f, 0xba, 0xf0, 0x00}, "BTRQ $0x0, AX"}, // CF = write flag; clear it
+			{[]byte{0x8a, 0x10}, "MOVB 0(AX), DL"},                  // read a byte of the page
+			{[]byte{0x73, 0x02}, "JAE .+2"},                         // no write flag: skip
+			{[]byte{0x88, 0x10}, "MOVB DL, 0(AX)"},                  // write the same byte back
+			{[]byte{0x48, 0x83, 0xc6, 0x08}, "ADDQ $0x8, SI"},       // next entry
+			{[]byte{0xeb, 0xe7}, "JMP .-25"},                        // back to loop
+			{[]byte{0xe6, PortTouchDone}, "OUTL AL, $0x13"},         // done: #GP at CPL3
+		}},
 		{"queue-done", StubQueueDone, []insn{
 			{[]byte{0xe6, PortQueueDone}, "OUTL AL, $0x12"}, // tell the VMM the queue is applied
 			{[]byte{0xf4}, "HLT"},
@@ -71,6 +89,18 @@ func stubRoutines() []stubRoutine {
 		}})
 	}
 	return r
+}
+
+// touchRoutine is the index of the touch routine in stubRoutines.
+const touchRoutine = 2
+
+// code returns the routine's bytes.
+func (r stubRoutine) code() []byte {
+	var b []byte
+	for _, in := range r.insns {
+		b = append(b, in.code...)
+	}
+	return b
 }
 
 // stubPage assembles the stub into one page.

@@ -60,3 +60,27 @@ func TestStubLayout(t *testing.T) {
 		t.Errorf("jmp lands at %#x, want %#x", target, offs[2])
 	}
 }
+
+// TestTouchBranches checks the touch routine's branch targets.
+func TestTouchBranches(t *testing.T) {
+	r := stubRoutines()[touchRoutine]
+	if r.name != "touch" {
+		t.Fatalf("stubRoutines()[touchRoutine] is %q", r.name)
+	}
+	offs := make([]int, len(r.insns)+1)
+	for i, in := range r.insns {
+		offs[i+1] = offs[i] + len(in.code)
+	}
+	branch := func(i, target int) {
+		t.Helper()
+		if got := offs[i+1] + int(int8(r.insns[i].code[1])); got != offs[target] {
+			t.Errorf("branch %d lands at %d, want %d", i, got, offs[target])
+		}
+	}
+	branch(2, 9) // je done
+	branch(5, 7) // jae next
+	branch(8, 0) // jmp loop
+	if r.insns[9].code[0] != 0xe6 {
+		t.Error("the routine must end with its out")
+	}
+}

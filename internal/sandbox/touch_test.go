@@ -1,0 +1,53 @@
+package sandbox_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"forkvm/internal/sandbox"
+)
+
+// TestTouchedForks checks forks whose working set was touched ahead (the
+// pool's touch pass): they run code correctly, keep their own random
+// state, and leave the template's memory as it was.
+func TestTouchedForks(t *testing.T) {
+	_, tmpl := template(t)
+	before := memoryHash(t, tmpl)
+	e := engine(t, 1) // target 1: every preparation runs the touch pass
+	deadline := time.Now().Add(30 * time.Second)
+	for n, _ := e.PoolSize(); n < 1; n, _ = e.PoolSize() {
+		if time.Now().After(deadline) {
+			t.Fatalf("pool did not fill: %s", e.LastPrepareError())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	seen := map[string]bool{}
+	for i, code := range []string{
+		"print(1+1)",
+		"import numpy as np, random, os; print(np.arange(10).sum(), random.random(), os.urandom(8).hex())",
+	} {
+		res, err := e.Exec(context.Background(), sandbox.Request{Code: code})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !res.Pooled || !res.Touched {
+			t.Errorf("exec %d: pooled %v touched %v; want a touched pooled fork", i, res.Pooled, res.Touched)
+		}
+		out := string(res.Stdout)
+		if res.ExitCode != 0 || (i == 0 && out != "2\n") || (i == 1 && !strings.HasPrefix(out, "45 ")) {
+			t.Errorf("exec %d: exit %d, stdout %q, stderr %q", i, res.ExitCode, out, res.Stderr)
+		}
+		if seen[out] {
+			t.Errorf("exec %d repeated an earlier output %q", i, out)
+		}
+		seen[out] = true
+		for n, _ := e.PoolSize(); n < 1 && time.Now().Before(deadline); n, _ = e.PoolSize() {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	if after := memoryHash(t, tmpl); after != before {
+		t.Error("the template's memory changed")
+	}
+}
