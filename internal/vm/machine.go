@@ -230,6 +230,36 @@ const xcr0Wanted = 0xe7
 // less features forkvm does not provide), the XCR0 value to use, and whether
 // FSGSBASE may be enabled.
 func GuestCPUID(sys *kvm.System) ([]kvm.CPUIDEntry, uint64, bool, error) {
+	cpuidCache.Lock()
+	defer cpuidCache.Unlock()
+	if c, ok := cpuidCache.m[sys]; ok {
+		return c.entries, c.xcr0, c.fsgs, nil
+	}
+	entries, xcr0, fsgs, err := guestCPUID(sys)
+	if err != nil {
+		return nil, 0, false, err
+	}
+	if cpuidCache.m == nil {
+		cpuidCache.m = map[*kvm.System]cpuidResult{}
+	}
+	cpuidCache.m[sys] = cpuidResult{entries, xcr0, fsgs}
+	return entries, xcr0, fsgs, nil
+}
+
+// cpuidCache keeps GuestCPUID's answer per /dev/kvm: it does not change,
+// and asking KVM costs an ioctl on every fork.
+var cpuidCache struct {
+	sync.Mutex
+	m map[*kvm.System]cpuidResult
+}
+
+type cpuidResult struct {
+	entries []kvm.CPUIDEntry
+	xcr0    uint64
+	fsgs    bool
+}
+
+func guestCPUID(sys *kvm.System) ([]kvm.CPUIDEntry, uint64, bool, error) {
 	entries, err := sys.SupportedCPUID()
 	if err != nil {
 		return nil, 0, false, err

@@ -113,12 +113,8 @@ func (s *Shell) Fork(memfd int, ms MemoryState, cpu *CPUState) (*Machine, error)
 
 func (m *Machine) restoreCPU(cpu *CPUState) error {
 	sregs, regs, xcrs := cpu.Sregs, cpu.Regs, cpu.XCRs
-	if err := m.vcpu.SetSregs(&sregs); err != nil {
-		return err
-	}
-	if err := m.vcpu.SetRegs(&regs); err != nil {
-		return err
-	}
+	// Registers and special registers go in through the sync area on the
+	// next KVM_RUN (below); XCR0 and the XSAVE area need their ioctls.
 	if err := m.vcpu.SetXCRs(&xcrs); err != nil {
 		return err
 	}
