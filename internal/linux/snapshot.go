@@ -292,10 +292,16 @@ func (p *Process) ClearAccessed() error {
 }
 
 // AccessedPages returns the user pages whose accessed bit is set, for
-// vm.Machine.Touch: those with the dirty bit also set carry
-// vm.TouchWriteFlag. The CPU (or KVM, walking the guest's tables) sets
-// these bits on the guest's first access.
-func (p *Process) AccessedPages() []uint64 {
+// vm.Machine.Touch; those whose frame is in written (guest physical pages
+// known to have been written, e.g. from vm.Machine.TouchedPages) carry
+// vm.TouchWriteFlag. The CPU (or KVM, walking the guest's tables) sets the
+// accessed bit on the guest's first access. The dirty bit is no guide to
+// writes here: KVM may set it when it maps a writable page for a read.
+func (p *Process) AccessedPages(written []uint64) []uint64 {
+	w := make(map[uint64]bool, len(written))
+	for _, pa := range written {
+		w[pa] = true
+	}
 	var out []uint64
 	for _, v := range p.mm.vmas {
 		for a := v.start; a < v.end; a += vm.PageSize {
@@ -303,7 +309,13 @@ func (p *Process) AccessedPages() []uint64 {
 			if e&(vm.PTEPresent|vm.PTEUser|vm.PTEAccessed) != vm.PTEPresent|vm.PTEUser|vm.PTEAccessed {
 				continue
 			}
-			if e&vm.PTEDirty != 0 && e&vm.PTEWrite != 0 {
+			if e&vm.PTEWrite != 0 {
+				if !w[e&vm.PTEAddrMask] {
+					// Reading a writable page through the pass makes
+					// KVM map it writable, which copies it: leave such
+					// pages to the exec.
+					continue
+				}
 				a |= vm.TouchWriteFlag
 			}
 			out = append(out, a)

@@ -189,7 +189,7 @@ func (e *Engine) warmUp() (written, touch []uint64) {
 	if err != nil {
 		return nil, nil
 	}
-	return written, s.pr.p.AccessedPages()
+	return written, s.pr.p.AccessedPages(written)
 }
 
 // prepare forks the template up to the point where only the request is
