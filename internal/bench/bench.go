@@ -76,6 +76,7 @@ type Report struct {
 	ForkExec         Latency    `json:"fork_exec_print"`
 	ForkExecNumpy    Latency    `json:"fork_exec_numpy"`
 	PoolPrepare      Latency    `json:"pool_prepare"`
+	PoolPrepareTouch Latency    `json:"pool_prepare_touch"`
 	ExecOnly         Latency    `json:"exec_print"`
 	ExecPrivateKiB   float64    `json:"exec_private_kib_p50"`
 	ExecSyscalls     uint64     `json:"exec_syscalls"`
@@ -170,7 +171,8 @@ func Run(sys *kvm.System, t *snapshot.Template, cfg Config) (*Report, error) {
 		}
 		numpyTimes = append(numpyTimes, res.ForkTime+res.ExecTime)
 	}
-	r.PoolPrepare = summarise(e.PrepareTimes())
+	plain, touched := e.PrepareTimes()
+	r.PoolPrepare, r.PoolPrepareTouch = summarise(plain), summarise(touched)
 	e.Close()
 	r.ForkExec, r.ExecOnly, r.ForkExecNumpy = summarise(total), summarise(execs), summarise(numpyTimes)
 	sort.Float64s(priv)
@@ -343,7 +345,8 @@ func (r *Report) Markdown() string {
 	row("fork + exec `print(1+1)` (pooled)", r.ForkExec)
 	row("exec `print(1+1)` alone", r.ExecOnly)
 	row("fork + exec of a numpy snippet (arange, linalg.solve; pooled)", r.ForkExecNumpy)
-	row("background: preparing one pooled fork (VM, memory, state, touch pass)", r.PoolPrepare)
+	row("background: preparing a pooled fork (VM, memory, state)", r.PoolPrepare)
+	row("background: preparing a pooled fork with the touch pass", r.PoolPrepareTouch)
 	row("baseline: fresh host process `python3 -c 'import numpy; print(1+1)'`", r.HostProcess)
 	row("baseline: os.fork() of a warm host python with numpy (no VM isolation)", r.HostZygote)
 	row("baseline: cold start in a VM, no template", r.ColdVM)

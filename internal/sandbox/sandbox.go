@@ -79,7 +79,7 @@ type Engine struct {
 
 	touched   atomic.Int64 // prepared forks that ran the touch pass
 	prepMu    sync.Mutex
-	prepTimes []time.Duration // how long each background preparation took
+	prepTimes [2][]time.Duration // background preparations: [0] without, [1] with the touch pass
 }
 
 // prepared is a fork made ahead of its request: VM, memory mapping, vCPU
@@ -106,13 +106,13 @@ func NewEngine(sys *kvm.System, t *snapshot.Template, poolSize int) *Engine {
 // Template returns the engine's template.
 func (e *Engine) Template() *snapshot.Template { return e.tmpl }
 
-// PrepareTimes returns how long each fork the pool prepared took: VM,
-// memory, state, and the touch pass. This is the background cost behind
-// each pooled fork.
-func (e *Engine) PrepareTimes() []time.Duration {
+// PrepareTimes returns how long each fork the pool prepared took (VM,
+// memory, state), without and with the touch pass: the background cost
+// behind each pooled fork.
+func (e *Engine) PrepareTimes() (plain, touched []time.Duration) {
 	e.prepMu.Lock()
 	defer e.prepMu.Unlock()
-	return append([]time.Duration(nil), e.prepTimes...)
+	return append([]time.Duration(nil), e.prepTimes[0]...), append([]time.Duration(nil), e.prepTimes[1]...)
 }
 
 // LastPrepareError returns the pool's most recent failure to prepare a
@@ -139,9 +139,13 @@ func (e *Engine) refill() {
 		start := time.Now()
 		pr, err := e.prepare(touch)
 		if err == nil {
+			i := 0
+			if touch {
+				i = 1
+			}
 			e.prepMu.Lock()
-			if len(e.prepTimes) < 100000 {
-				e.prepTimes = append(e.prepTimes, time.Since(start))
+			if len(e.prepTimes[i]) < 100000 {
+				e.prepTimes[i] = append(e.prepTimes[i], time.Since(start))
 			}
 			e.prepMu.Unlock()
 		}
