@@ -79,6 +79,7 @@ type Engine struct {
 	lastErr atomic.Value // string: the pool's last preparation error
 
 	touched   atomic.Int64 // prepared forks that ran the touch pass
+	lastMiss  atomic.Int64 // when a Fork last found the pool empty (Unix ns)
 	prepMu    sync.Mutex
 	prepTimes [2][]time.Duration // background preparations: [0] without, [1] with the touch pass
 }
@@ -133,10 +134,10 @@ func (e *Engine) Live() int { return int(e.live.Load()) }
 func (e *Engine) refill() {
 	defer e.wg.Done()
 	for {
-		// The touch pass makes a pooled exec ~10x faster but a preparation
-		// slower; when requests drain the pool faster than it refills,
-		// skip it so that throughput does not suffer.
-		touch := len(e.pool) >= e.target/2
+		// The touch pass makes a pooled exec several times faster but a
+		// preparation slower; while requests find the pool empty, skip it
+		// so that the pool refills at the faster rate.
+		touch := time.Since(time.Unix(0, e.lastMiss.Load())) > time.Second
 		start := time.Now()
 		pr, err := e.prepare(touch)
 		if err == nil {
@@ -308,6 +309,9 @@ func (e *Engine) Fork(req Request) (*Sandbox, error) {
 	default:
 	}
 	if s.pr == nil {
+		if e.pool != nil {
+			e.lastMiss.Store(time.Now().UnixNano())
+		}
 		var err error
 		if s.pr, err = e.prepare(false); err != nil {
 			return nil, fmt.Errorf("fork: %w", err)
