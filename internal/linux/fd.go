@@ -74,7 +74,7 @@ func (t *FDTable) get(fd int) (file, error) {
 
 // lowest returns the lowest free descriptor >= from.
 func (t *FDTable) lowest(from int) (int, error) {
-	for fd := from; fd < maxFDs; fd++ {
+	for fd := max(from, 0); fd < maxFDs; fd++ {
 		if fd >= len(t.fds) || t.fds[fd] == nil {
 			return fd, nil
 		}

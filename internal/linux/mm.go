@@ -18,6 +18,10 @@ const (
 	mmapBottom  = 0x1000_0000
 	pieBase     = 0x5555_5555_4000
 	maxMapCount = 65530
+	// mmapMinAddr is the lowest address a program may map, as Linux's
+	// vm.mmap_min_addr: below it lie the stub's user mapping and the
+	// touch pass's list.
+	mmapMinAddr = 0x10000
 )
 
 // vma is one mapping: [start, end) with its protection and name.
@@ -63,11 +67,17 @@ func pte(pa uint64, prot int) uint64 {
 
 // frameOf returns the frame behind a page, whatever its protection.
 func (as *AddressSpace) frameOf(va uint64) (uint64, bool) {
-	e := as.m.MMU.Lookup(va)
-	if e&(vm.PTEPresent|vm.PTEHeld) == 0 {
+	return frameIn(as.m, as.m.MMU.Lookup(va))
+}
+
+// frameIn returns the frame a leaf entry holds, if it holds a frame of
+// the program's memory.
+func frameIn(m *vm.Machine, e uint64) (uint64, bool) {
+	pa := e & vm.PTEAddrMask
+	if e&(vm.PTEPresent|vm.PTEHeld) == 0 || pa < vm.FramesStart || pa+vm.PageSize > m.Mem.Size() {
 		return 0, false
 	}
-	return e & vm.PTEAddrMask, true
+	return pa, true
 }
 
 // populate gives every page of [start, end) a fresh zeroed frame with
@@ -96,12 +106,14 @@ func (as *AddressSpace) populate(start, end uint64, prot int) error {
 	return nil
 }
 
-// release unmaps the pages of [start, end) and frees their frames.
+// release unmaps the pages of [start, end) and frees their frames. Its
+// cost is in the pages mapped, not the size of the range.
 func (as *AddressSpace) release(start, end uint64) {
-	for va := start; va < end; va += vm.PageSize {
-		old := as.m.MMU.Clear(va)
-		if old&(vm.PTEPresent|vm.PTEHeld) != 0 {
-			as.m.Frames.Release(old & vm.PTEAddrMask)
+	var vas []uint64
+	as.m.MMU.Range(start, end, func(va, _ uint64) { vas = append(vas, va) })
+	for _, va := range vas {
+		if pa, ok := frameIn(as.m, as.m.MMU.Clear(va)); ok {
+			as.m.Frames.Release(pa)
 		}
 	}
 }
@@ -109,19 +121,36 @@ func (as *AddressSpace) release(start, end uint64) {
 // reprotect changes the protection of the pages of [start, end), giving
 // frames to pages that become accessible for the first time.
 func (as *AddressSpace) reprotect(start, end uint64, prot int) error {
+	held := map[uint64]uint64{} // va -> frame
+	as.m.MMU.Range(start, end, func(va, e uint64) {
+		if pa, ok := frameIn(as.m, e); ok {
+			held[va] = pa
+		}
+	})
 	accessible := prot&(unix.PROT_READ|unix.PROT_WRITE|unix.PROT_EXEC) != 0
-	for va := start; va < end; va += vm.PageSize {
-		pa, ok := as.frameOf(va)
-		if !ok {
-			if !accessible {
-				continue
+	if !accessible {
+		for va, pa := range held {
+			if err := as.m.MMU.Set(va, pte(pa, prot)); err != nil {
+				return unix.ENOMEM
 			}
+		}
+		return nil
+	}
+	if need := (end-start)/vm.PageSize - uint64(len(held)); need > as.m.Frames.Available() {
+		return unix.ENOMEM
+	}
+	for va := start; va < end; va += vm.PageSize {
+		pa, ok := held[va]
+		if !ok {
 			var err error
 			if pa, err = as.m.Frames.Alloc(); err != nil {
 				return unix.ENOMEM
 			}
 		}
 		if err := as.m.MMU.Set(va, pte(pa, prot)); err != nil {
+			if !ok {
+				as.m.Frames.Release(pa)
+			}
 			return unix.ENOMEM
 		}
 	}
@@ -199,8 +228,12 @@ func (as *AddressSpace) insert(v *vma) {
 	as.vmas[i] = v
 }
 
-// unmap removes all mappings in [start, end).
-func (as *AddressSpace) unmap(start, end uint64) {
+// unmap removes all mappings in [start, end). Splitting a mapping can fail
+// with ENOMEM at the mapping-count limit, as on Linux.
+func (as *AddressSpace) unmap(start, end uint64) error {
+	if len(as.vmas)+1 >= maxMapCount {
+		return unix.ENOMEM
+	}
 	as.splitAt(start)
 	as.splitAt(end)
 	i := as.find(start)
@@ -211,6 +244,7 @@ func (as *AddressSpace) unmap(start, end uint64) {
 		j++
 	}
 	as.vmas = append(as.vmas[:i], as.vmas[j:]...)
+	return nil
 }
 
 // mapAnon maps [start, end) as fresh zeroed memory, replacing any mapping.
@@ -218,7 +252,9 @@ func (as *AddressSpace) mapAnon(start, end uint64, prot int, name string) error 
 	if len(as.vmas) >= maxMapCount {
 		return unix.ENOMEM
 	}
-	as.unmap(start, end)
+	if err := as.unmap(start, end); err != nil {
+		return err
+	}
 	if err := as.populate(start, end, prot); err != nil {
 		return err
 	}
@@ -234,6 +270,9 @@ func (as *AddressSpace) protect(start, end uint64, prot int) error {
 			return unix.ENOMEM
 		}
 		a = v.end
+	}
+	if len(as.vmas)+2 >= maxMapCount {
+		return unix.ENOMEM
 	}
 	as.splitAt(start)
 	as.splitAt(end)
@@ -271,7 +310,7 @@ func (as *AddressSpace) physSlice(va uint64) []byte {
 
 // setBrk implements brk(2).
 func (as *AddressSpace) setBrk(addr uint64) uint64 {
-	if addr < as.brkStart {
+	if addr < as.brkStart || addr > mmapTop {
 		return as.brk
 	}
 	oldEnd, newEnd := pageUp(as.brk), pageUp(addr)
@@ -289,7 +328,9 @@ func (as *AddressSpace) setBrk(addr uint64) uint64 {
 			as.insert(&vma{start: oldEnd, end: newEnd, prot: unix.PROT_READ | unix.PROT_WRITE, name: "[heap]"})
 		}
 	case newEnd < oldEnd:
-		as.unmap(newEnd, oldEnd)
+		if as.unmap(newEnd, oldEnd) != nil {
+			return as.brk
+		}
 	}
 	as.brk = addr
 	return as.brk

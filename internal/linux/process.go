@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -103,6 +104,8 @@ type Process struct {
 
 	deadline time.Time
 	timedOut atomic.Bool
+	stopCh   chan struct{} // closed by stop
+	stopOnce sync.Once
 	output   *outputCap
 
 	exited bool
@@ -145,7 +148,7 @@ func New(sys *kvm.System, cfg Config) (*Process, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Process{cfg: cfg, sys: sys, m: m, cwd: "/", umask: 0o022}
+	p := &Process{cfg: cfg, sys: sys, m: m, cwd: "/", umask: 0o022, stopCh: make(chan struct{})}
 	p.mm = newAddressSpace(m)
 	p.output = &outputCap{limit: cfg.OutputLimit}
 	p.fs, err = vfs.New(vfs.Options{Root: cfg.Root, WritableLimit: cfg.WritableLimit, Maps: p.mm.procMaps})
@@ -214,7 +217,7 @@ func (p *Process) Run() (Status, error) {
 		p.deadline = p.start.Add(p.cfg.Timeout)
 		t := time.AfterFunc(p.cfg.Timeout, func() {
 			p.timedOut.Store(true)
-			p.m.Stop()
+			p.stop()
 		})
 		defer t.Stop()
 	}
@@ -270,7 +273,13 @@ func (p *Process) SetLimits(timeout time.Duration, output int64, memory uint64) 
 
 // Kill stops the program from another goroutine; Run returns with a
 // "killed" status.
-func (p *Process) Kill() { p.m.Stop() }
+func (p *Process) Kill() { p.stop() }
+
+// stop interrupts the vCPU and any host-side sleep of the program.
+func (p *Process) stop() {
+	p.stopOnce.Do(func() { close(p.stopCh) })
+	p.m.Stop()
+}
 
 // stopped records why Run was stopped from outside.
 func (p *Process) stopped() {

@@ -181,7 +181,7 @@ func Restore(sys *kvm.System, m *vm.Machine, s *State, o IO) (*Process, error) {
 		cfg.OutputLimit = DefaultOutputLimit
 	}
 	p := &Process{cfg: cfg, sys: sys, m: m, cwd: s.Cwd, umask: s.Umask, exePath: s.ExePath,
-		tidAddr: s.TidAddr, paused: true}
+		tidAddr: s.TidAddr, paused: true, stopCh: make(chan struct{})}
 	p.mm = newAddressSpace(m)
 	p.mm.brkStart, p.mm.brk = s.BrkStart, s.Brk
 	for _, v := range s.VMAs {
@@ -224,16 +224,21 @@ func Restore(sys *kvm.System, m *vm.Machine, s *State, o IO) (*Process, error) {
 			vf, err := p.fs.Open("/", fd.Path, fd.Flags&^(unix.O_CREAT|unix.O_TRUNC|unix.O_EXCL), 0)
 			if err != nil {
 				p.fds.closeAll()
+				p.fs.Close()
 				return nil, fmt.Errorf("reopen %s: %w", fd.Path, err)
 			}
 			vf.Seek(fd.Offset, io.SeekStart)
 			f = &vfsFile{File: vf}
 		default:
+			p.fds.closeAll()
+			p.fs.Close()
 			return nil, fmt.Errorf("descriptor %d: unknown kind %q", fd.FD, fd.Kind)
 		}
 		p.fds.install(fd.FD, f, fd.Cloexec)
 	}
 	if p.request == nil {
+		p.fds.closeAll()
+		p.fs.Close()
 		return nil, errors.New("template has no request channel on fd 0")
 	}
 	return p, nil

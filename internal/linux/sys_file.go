@@ -594,6 +594,9 @@ func sysFcntl(p *Process, a args) (uint64, error) {
 	}
 	switch a[1] {
 	case unix.F_DUPFD, unix.F_DUPFD_CLOEXEC:
+		if int64(a[2]) < 0 || a[2] >= maxFDs {
+			return 0, unix.EINVAL
+		}
 		n, err := p.fds.dup(fd, -1, int(a[2]), a[1] == unix.F_DUPFD_CLOEXEC)
 		return uint64(n), err
 	case unix.F_GETFD:
@@ -638,6 +641,9 @@ func sysDup2(p *Process, a args) (uint64, error) {
 	if _, err := p.fds.get(old); err != nil {
 		return 0, err
 	}
+	if nfd < 0 || nfd >= maxFDs {
+		return 0, unix.EBADF
+	}
 	if old == nfd {
 		return uint64(nfd), nil
 	}
@@ -649,6 +655,9 @@ func sysDup3(p *Process, a args) (uint64, error) {
 	old, nfd := int(int32(a[0])), int(int32(a[1]))
 	if old == nfd || a[2]&^unix.O_CLOEXEC != 0 {
 		return 0, unix.EINVAL
+	}
+	if nfd < 0 || nfd >= maxFDs {
+		return 0, unix.EBADF
 	}
 	n, err := p.fds.dup(old, nfd, 0, a[2]&unix.O_CLOEXEC != 0)
 	return uint64(n), err
@@ -749,17 +758,15 @@ func (p *Process) renameAt(olddirfd int, oldVA uint64, newdirfd int, newVA uint6
 	if err != nil {
 		return 0, err
 	}
-	if odir != ndir && opath[0] != '/' {
-		if opath, err = p.fs.Resolve(odir, "."); err == nil {
-			opath = joinGuest(odir, opath)
-		}
+	if opath == "" || npath == "" {
+		return 0, unix.ENOENT
 	}
 	if flags&renameNoreplace != 0 {
 		if _, err := p.fs.Stat(ndir, npath, false); err == nil {
 			return 0, unix.EEXIST
 		}
 	}
-	return 0, p.fs.Rename(odir, joinGuest(odir, opath), joinGuest(ndir, npath))
+	return 0, p.fs.Rename("/", joinGuest(odir, opath), joinGuest(ndir, npath))
 }
 
 // joinGuest makes path absolute against dir.

@@ -1,6 +1,7 @@
 package linux
 
 import (
+	"bytes"
 	"forkvm/internal/vm"
 
 	"golang.org/x/sys/unix"
@@ -73,10 +74,18 @@ type pread interface {
 	Pread(p []byte, off int64) (int, error)
 }
 
+// inUser reports whether [addr, addr+length) lies in the user half.
+func inUser(addr, length uint64) bool {
+	return length <= vm.UserTop && addr <= vm.UserTop-length
+}
+
 // place chooses where a new mapping of length bytes goes.
 func (as *AddressSpace) place(addr, length uint64, flags int) (uint64, error) {
 	if flags&(unix.MAP_FIXED|mapFixedNoreplace) != 0 {
-		if addr+length > vm.UserTop || addr+length < addr || addr < vm.PageSize {
+		if addr < mmapMinAddr {
+			return 0, unix.EPERM
+		}
+		if !inUser(addr, length) {
 			return 0, unix.ENOMEM
 		}
 		if flags&unix.MAP_FIXED == 0 && !as.free(addr, addr+length) {
@@ -86,7 +95,7 @@ func (as *AddressSpace) place(addr, length uint64, flags int) (uint64, error) {
 	}
 	if addr != 0 {
 		addr = pageDown(addr)
-		if addr >= mmapBottom && addr+length <= mmapTop && as.free(addr, addr+length) {
+		if addr >= mmapBottom && length <= mmapTop && addr <= mmapTop-length && as.free(addr, addr+length) {
 			return addr, nil
 		}
 	}
@@ -119,11 +128,10 @@ func (as *AddressSpace) fill(start, length uint64, f pread, off int64) error {
 
 func sysMunmap(p *Process, a args) (uint64, error) {
 	addr, length := a[0], pageUp(a[1])
-	if addr%vm.PageSize != 0 || length == 0 || addr+length > vm.UserTop || addr+length < addr {
+	if addr%vm.PageSize != 0 || length == 0 || !inUser(addr, length) {
 		return 0, unix.EINVAL
 	}
-	p.mm.unmap(addr, addr+length)
-	return 0, nil
+	return 0, p.mm.unmap(addr, addr+length)
 }
 
 func sysMprotect(p *Process, a args) (uint64, error) {
@@ -134,7 +142,7 @@ func sysMprotect(p *Process, a args) (uint64, error) {
 	if length == 0 {
 		return 0, nil
 	}
-	if addr+length > vm.UserTop || addr+length < addr {
+	if !inUser(addr, length) {
 		return 0, unix.ENOMEM
 	}
 	return 0, p.mm.protect(addr, addr+length, prot&(unix.PROT_READ|unix.PROT_WRITE|unix.PROT_EXEC))
@@ -142,25 +150,32 @@ func sysMprotect(p *Process, a args) (uint64, error) {
 
 func sysMremap(p *Process, a args) (uint64, error) {
 	old, oldLen, newLen, flags, newAddr := a[0], pageUp(a[1]), pageUp(a[2]), int(a[3]), a[4]
-	if old%vm.PageSize != 0 || newLen == 0 || flags&mremapDontunmap != 0 ||
+	if old%vm.PageSize != 0 || newLen == 0 || oldLen == 0 || flags&mremapDontunmap != 0 ||
 		flags&mremapFixed != 0 && flags&mremapMaymove == 0 {
 		return 0, unix.EINVAL
 	}
+	if !inUser(old, oldLen) || !inUser(0, newLen) {
+		return 0, unix.EFAULT
+	}
 	as := p.mm
 	v := as.lookup(old)
-	if v == nil || old+oldLen > v.end {
+	if v == nil || oldLen > v.end-old {
 		return 0, unix.EFAULT
 	}
 	if flags&mremapFixed == 0 {
 		if newLen <= oldLen {
-			as.unmap(old+newLen, old+oldLen)
-			return old, nil
+			return old, as.unmap(old+newLen, old+oldLen)
 		}
-		if old+newLen <= vm.UserTop && as.free(old+oldLen, old+newLen) {
+		if inUser(old, newLen) && as.free(old+oldLen, old+newLen) {
 			if err := as.populate(old+oldLen, old+newLen, v.prot); err != nil {
 				return 0, err
 			}
-			as.insert(&vma{start: old + oldLen, end: old + newLen, prot: v.prot, name: v.name})
+			grown := *v
+			grown.start, grown.end = old+oldLen, old+newLen
+			if v.ino != 0 {
+				grown.offset = v.offset + (grown.start - v.start)
+			}
+			as.insert(&grown)
 			as.merge(old)
 			return old, nil
 		}
@@ -172,37 +187,53 @@ func sysMremap(p *Process, a args) (uint64, error) {
 			return 0, unix.ENOMEM
 		}
 	} else {
-		if newAddr%vm.PageSize != 0 || newAddr+newLen > vm.UserTop || rangesOverlap(old, oldLen, newAddr, newLen) {
+		if newAddr%vm.PageSize != 0 || newAddr < mmapMinAddr || !inUser(newAddr, newLen) || rangesOverlap(old, oldLen, newAddr, newLen) {
 			return 0, unix.EINVAL
 		}
-		as.unmap(newAddr, newAddr+newLen)
+		if err := as.unmap(newAddr, newAddr+newLen); err != nil {
+			return 0, err
+		}
 	}
 	return newAddr, as.move(old, oldLen, newAddr, newLen)
 }
 
 func rangesOverlap(a, alen, b, blen uint64) bool { return a < b+blen && b < a+alen }
 
-// move relocates the mapping at [old, old+oldLen) to newAddr, growing or
-// shrinking it to newLen. Frames move with their pages.
+// move relocates the mapping at [old, old+oldLen), which one vma holds, to
+// newAddr (a free range), growing or shrinking it to newLen. Frames move
+// with their pages; the mapping keeps its protection, name and file.
 func (as *AddressSpace) move(old, oldLen, newAddr, newLen uint64) error {
-	v := as.lookup(old)
-	prot, name := v.prot, v.name
+	v := *as.lookup(old)
+	if v.ino != 0 {
+		v.offset += old - v.start
+	}
 	keep := min(oldLen, newLen)
+	// Room for the page tables of the new place, so the move cannot fail
+	// half-way.
+	if keep/(2<<20)+8 > as.m.Frames.Available() {
+		return unix.ENOMEM
+	}
 	if newLen > oldLen {
-		if err := as.populate(newAddr+oldLen, newAddr+newLen, prot); err != nil {
+		if err := as.populate(newAddr+oldLen, newAddr+newLen, v.prot); err != nil {
 			return err
 		}
 	}
-	for off := uint64(0); off < keep; off += vm.PageSize {
-		e := as.m.MMU.Clear(old + off)
-		if e != 0 {
-			if err := as.m.MMU.Set(newAddr+off, e); err != nil {
-				return unix.ENOMEM
+	type entry struct{ va, e uint64 }
+	var moved []entry
+	as.m.MMU.Range(old, old+keep, func(va, e uint64) { moved = append(moved, entry{va, e}) })
+	for _, m := range moved {
+		as.m.MMU.Clear(m.va)
+		if err := as.m.MMU.Set(newAddr+(m.va-old), m.e); err != nil {
+			if pa, ok := frameIn(as.m, m.e); ok {
+				as.m.Frames.Release(pa)
 			}
 		}
 	}
-	as.unmap(old, old+oldLen) // the moved pages are no longer mapped there
-	as.insert(&vma{start: newAddr, end: newAddr + newLen, prot: prot, name: name})
+	if err := as.unmap(old, old+oldLen); err != nil {
+		return err
+	}
+	v.start, v.end = newAddr, newAddr+newLen
+	as.insert(&v)
 	return nil
 }
 
@@ -220,32 +251,24 @@ func (as *AddressSpace) merge(addr uint64) {
 
 func sysMadvise(p *Process, a args) (uint64, error) {
 	addr, length := a[0], pageUp(a[1])
-	if addr%vm.PageSize != 0 {
+	if addr%vm.PageSize != 0 || !inUser(addr, length) {
 		return 0, unix.EINVAL
 	}
-	if a[2] == unix.MADV_DONTNEED {
-		for va := addr; va < addr+length; va += vm.PageSize {
-			if pa, ok := p.mm.frameOf(va); ok {
+	if a[2] != unix.MADV_DONTNEED {
+		return 0, nil
+	}
+	end := addr + length
+	for i := p.mm.find(addr); i < len(p.mm.vmas) && p.mm.vmas[i].start < end; i++ {
+		v := p.mm.vmas[i]
+		lo, hi := max(v.start, addr), min(v.end, end)
+		p.m.MMU.Range(lo, hi, func(_, e uint64) {
+			if pa, ok := frameIn(p.m, e); ok {
 				p.m.Mem.ZeroPage(pa)
 			}
-		}
-		// File-backed private pages go back to the file's contents.
-		for va := addr; va < addr+length; {
-			v := p.mm.lookup(va)
-			if v == nil {
-				va = pageUp(va + 1)
-				if i := p.mm.find(va); i < len(p.mm.vmas) {
-					va = max(va, p.mm.vmas[i].start)
-				} else {
-					break
-				}
-				continue
-			}
-			end := min(v.end, addr+length)
-			if v.ino != 0 {
-				p.refill(v, va, end)
-			}
-			va = end
+		})
+		if v.ino != 0 {
+			// File-backed private pages go back to the file's contents.
+			p.refill(v, lo, hi)
 		}
 	}
 	return 0, nil
@@ -266,12 +289,25 @@ func sysMincore(p *Process, a args) (uint64, error) {
 	if addr%vm.PageSize != 0 {
 		return 0, unix.EINVAL
 	}
-	vec := make([]byte, length/vm.PageSize)
-	for i := range vec {
-		if p.mm.lookup(addr+uint64(i)*vm.PageSize) == nil {
+	if !inUser(addr, length) {
+		return 0, unix.ENOMEM
+	}
+	// Every page must be mapped; each mapped page is resident.
+	for va := addr; va < addr+length; {
+		v := p.mm.lookup(va)
+		if v == nil {
 			return 0, unix.ENOMEM
 		}
-		vec[i] = 1
+		va = v.end
 	}
-	return 0, p.copyOut(a[2], vec)
+	const chunk = 64 << 10
+	ones := bytes.Repeat([]byte{1}, chunk)
+	for n, out := length/vm.PageSize, a[2]; n > 0; {
+		c := min(n, chunk)
+		if err := p.copyOut(out, ones[:c]); err != nil {
+			return 0, err
+		}
+		n, out = n-c, out+c
+	}
+	return 0, nil
 }

@@ -302,7 +302,12 @@ func (p *Process) sleep(d time.Duration) {
 		}
 	}
 	if d > 0 {
-		time.Sleep(d) // the timeout's Stop lands when Run is re-entered
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-p.stopCh: // killed or timed out: Run stops on re-entry
+		}
 	}
 }
 

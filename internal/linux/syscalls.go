@@ -84,6 +84,13 @@ type TableEntry struct {
 func (p *Process) syscall() {
 	r := p.m.Regs()
 	nr := r.RAX
+	defer func() {
+		// A bug in a handler must end this sandbox, not the service.
+		if v := recover(); v != nil {
+			p.end(Status{Code: 70, Reason: "error",
+				Message: fmt.Sprintf("forkvm: internal error in system call %d (%s): %v", nr, syscallNames[uintptr(nr)], v)})
+		}
+	}()
 	a := args{r.RDI, r.RSI, r.RDX, r.R10, r.R8, r.R9}
 	s, ok := syscalls[uintptr(nr)]
 	var ret uint64

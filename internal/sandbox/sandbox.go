@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -133,6 +134,10 @@ func (e *Engine) Live() int { return int(e.live.Load()) }
 
 func (e *Engine) refill() {
 	defer e.wg.Done()
+	// The touch pass runs vCPUs here; keep them on one OS thread, as Run
+	// does.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	for {
 		// The touch pass makes a pooled exec several times faster but a
 		// preparation slower; while requests find the pool empty, skip it
@@ -401,14 +406,18 @@ func (s *Sandbox) Close() {
 // Exec runs req in a new sandbox and tears it down in the background. The
 // error is for failures of forkvm itself; what the code did is in the
 // Result.
-func (e *Engine) Exec(ctx context.Context, req Request) (Result, error) {
+func (e *Engine) Exec(ctx context.Context, req Request) (res Result, err error) {
 	s, err := e.Fork(req)
 	if err != nil {
 		return Result{}, err
 	}
-	res, err := s.Run(ctx)
-	go s.Close() // teardown off the request path
-	return res, err
+	defer func() { go s.Close() }() // teardown off the request path, whatever happens
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("sandbox failed: %v", v)
+		}
+	}()
+	return s.Run(ctx)
 }
 
 // classify sets the result's exit code, outcome and error from how the

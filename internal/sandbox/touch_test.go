@@ -51,3 +51,20 @@ func TestTouchedForks(t *testing.T) {
 		t.Error("the template's memory changed")
 	}
 }
+
+// TestCancelWhileSleeping checks that cancelling a request ends a sandbox
+// that sleeps on the host (nanosleep), not only one that computes. Were the
+// sleep not interrupted, the sandbox would run into its own timeout and
+// report "timeout" instead.
+func TestCancelWhileSleeping(t *testing.T) {
+	e := engine(t, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	res, err := e.Exec(ctx, sandbox.Request{Code: "import time; time.sleep(60)", Timeout: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Outcome != "error" || !strings.Contains(res.Error, "stopped") {
+		t.Errorf("outcome %q, error %q; want the sandbox stopped by the cancellation", res.Outcome, res.Error)
+	}
+}

@@ -291,6 +291,9 @@ func Load(dir string, sys *kvm.System) (*Template, error) {
 	if pf.Process.Version != linux.StateVersion {
 		return nil, fmt.Errorf("%w: process.json: process state version %d, this forkvm reads version %d", ErrCorrupt, pf.Process.Version, linux.StateVersion)
 	}
+	if err := checkMemoryState(pf.Memory); err != nil {
+		return nil, fmt.Errorf("%w: process.json: %v", ErrCorrupt, err)
+	}
 	ib, err := read("memory.img")
 	if err != nil {
 		return nil, err
@@ -304,6 +307,22 @@ func Load(dir string, sys *kvm.System) (*Template, error) {
 		return nil, err
 	}
 	return &Template{Manifest: m, Dir: dir, MemFD: fd, CPU: cpu, Memory: pf.Memory, Process: pf.Process}, nil
+}
+
+// checkMemoryState checks the allocator state against the memory size.
+func checkMemoryState(ms vm.MemoryState) error {
+	if ms.Size == 0 || ms.Size > vm.MaxMemory || ms.Size%vm.PageSize != 0 {
+		return fmt.Errorf("memory size %d", ms.Size)
+	}
+	if ms.FramesNext < vm.FramesStart || ms.FramesNext > ms.Size || ms.FramesNext%vm.PageSize != 0 {
+		return fmt.Errorf("allocator high-water mark %#x outside memory of %d bytes", ms.FramesNext, ms.Size)
+	}
+	for _, f := range ms.FramesFree {
+		if f < vm.FramesStart || f >= ms.FramesNext || f%vm.PageSize != 0 {
+			return fmt.Errorf("free frame %#x outside the allocated frames", f)
+		}
+	}
+	return nil
 }
 
 // loadImage copies a memory image into a new memfd of size bytes.

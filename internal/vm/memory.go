@@ -63,6 +63,10 @@ func (m *Memory) setU64(pa, v uint64)  { binary.LittleEndian.PutUint64(m.Data[pa
 // ZeroPage zeroes the page at pa, giving its host memory back where the
 // backing is zero there.
 func (m *Memory) ZeroPage(pa uint64) {
+	pa &^= PageSize - 1
+	if pa+PageSize > m.Size() {
+		return
+	}
 	if pa >= m.CleanFrom {
 		_ = unix.Madvise(m.Data[pa:pa+PageSize], unix.MADV_DONTNEED)
 		return
@@ -117,8 +121,12 @@ func (f *Frames) Available() uint64 {
 	return (f.Limit-f.Next)/PageSize + uint64(len(f.Free))
 }
 
-// Release returns a frame.
+// Release returns a frame. Addresses that are not frames (the kernel
+// area, beyond memory) are ignored.
 func (f *Frames) Release(pa uint64) {
+	if pa < FramesStart || pa >= f.Limit || pa%PageSize != 0 {
+		return
+	}
 	f.Free = append(f.Free, pa)
 	f.Used--
 }

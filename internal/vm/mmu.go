@@ -119,10 +119,20 @@ func (m *MMU) newTable() (uint64, error) {
 
 func index(va uint64, level int) uint64 { return (va >> (12 + 9*uint(level))) & 511 }
 
+// validTable reports whether pa can be a user page table: a frame of
+// guest memory. Entries are written only by the host, but the checks keep
+// a corrupted entry from sending the VMM outside guest memory.
+func (m *MMU) validTable(pa uint64) bool {
+	return pa >= FramesStart && pa+PageSize <= m.mem.Size()
+}
+
 // entry returns the physical address of va's leaf (level 0) entry, creating
 // intermediate tables when create is set. ok is false when a table is
-// missing and create is not set.
+// missing and create is not set, and for addresses outside the user half.
 func (m *MMU) entry(va uint64, create bool) (pa uint64, ok bool, err error) {
+	if va >= UserTop {
+		return 0, false, nil
+	}
 	table := uint64(PML4Phys)
 	for level := 3; level > 0; level-- {
 		e := table + 8*index(va, level)
@@ -139,8 +149,42 @@ func (m *MMU) entry(va uint64, create bool) (pa uint64, ok bool, err error) {
 			m.write(e, v)
 		}
 		table = v & PTEAddrMask
+		if v&PTEHuge != 0 || !m.validTable(table) {
+			return 0, false, nil
+		}
 	}
 	return table + 8*index(va, 0), true, nil
+}
+
+// Range calls fn for each non-zero leaf entry of [start, end) in the user
+// half, in address order, skipping the parts no table covers; its cost
+// grows with the tables present, not with the size of the range.
+func (m *MMU) Range(start, end uint64, fn func(va, pte uint64)) {
+	end = min(end, UserTop)
+	var walk func(table uint64, level int, base uint64)
+	walk = func(table uint64, level int, base uint64) {
+		span := uint64(PageSize) << (9 * uint(level)) // bytes one entry covers
+		for i := uint64(0); i < 512; i++ {
+			lo := base + i*span
+			if lo+span <= start || lo >= end {
+				continue
+			}
+			v := m.read(table + 8*i)
+			if level == 0 {
+				if v != 0 {
+					fn(lo, v)
+				}
+				continue
+			}
+			if v&PTEPresent == 0 || v&PTEHuge != 0 || !m.validTable(v&PTEAddrMask) {
+				continue
+			}
+			walk(v&PTEAddrMask, level-1, lo)
+		}
+	}
+	if start < end {
+		walk(PML4Phys, 3, 0)
+	}
 }
 
 // Lookup returns va's leaf entry (zero if none).
@@ -188,7 +232,11 @@ func (m *MMU) Translate(va uint64, write bool) (uint64, bool) {
 	if pte&(PTEPresent|PTEUser) != PTEPresent|PTEUser || (write && pte&PTEWrite == 0) {
 		return 0, false
 	}
-	return pte&PTEAddrMask | va&(PageSize-1), true
+	pa := pte & PTEAddrMask
+	if pa < FramesStart || pa+PageSize > m.mem.Size() {
+		return 0, false // the stub's user mapping, or a corrupted entry
+	}
+	return pa | va&(PageSize-1), true
 }
 
 // setupKernel writes the fixed tables (PML4 and the direct map) before

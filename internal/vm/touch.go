@@ -37,11 +37,21 @@ func (m *Machine) Touch(addrs []uint64, cpu *CPUState) error {
 		list = binary.LittleEndian.AppendUint64(list, a)
 	}
 	list = binary.LittleEndian.AppendUint64(list, 0)
+	var frames []uint64
+	defer func() {
+		// Unmap the list again (through the queue, applied on the way back
+		// to the program) so that touched and untouched forks look alike.
+		for i, pa := range frames {
+			m.MMU.Clear(touchListVA + uint64(i)*PageSize)
+			m.Frames.Release(pa)
+		}
+	}()
 	for off := uint64(0); off < uint64(len(list)); off += PageSize {
 		pa, err := m.Frames.Alloc()
 		if err != nil {
 			return err
 		}
+		frames = append(frames, pa)
 		copy(m.Mem.Data[pa:pa+PageSize], list[off:])
 		if err := m.MMU.Set(touchListVA+off, pa|PTEPresent|PTEUser|PTEAccessed|PTENoExec); err != nil {
 			return err
