@@ -63,7 +63,7 @@ made its own goes to stderr. forkvm exits with the code's exit status.`,
 				fmt.Fprintf(os.Stderr, "forkvm: %s\n", res.Error)
 			}
 			if !quiet {
-				fmt.Fprintf(os.Stderr, "forkvm: fork %.3f ms, exec %.3f ms, %d KiB private memory (%d pages written, %d read, %d page faults), %d syscalls, %d VM exits (%s)\n",
+				fmt.Fprintf(os.Stderr, "forkvm: fork %.3f ms (a fresh fork; forkvm serve keeps forks ready), exec %.3f ms, %d KiB private memory (%d pages written, %d read, %d page faults), %d syscalls, %d VM exits (%s)\n",
 					ms(res.ForkTime), ms(res.ExecTime), res.PrivateBytes>>10, res.PagesWritten, res.PagesRead, res.PageFaults, res.Syscalls, res.Exits, res.Outcome)
 			}
 			if res.ExitCode != 0 {
