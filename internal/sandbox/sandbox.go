@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"runtime"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -182,38 +181,11 @@ func (e *Engine) refill() {
 // costs ~16 us of KVM shadow-fault handling, which the touch pass moves off
 // the request path. Errors just mean no prefetch.
 func (e *Engine) warmUp() (written, touch []uint64) {
-	written, touch, err := e.record(warmUpCode[0], nil)
+	written, touch, err := e.record("print(1+1)")
 	if err != nil {
 		return nil, nil
 	}
-	// Further snippets add the read-only pages (code, mostly) they touch:
-	// touching those costs background time but no private memory.
-	seen := map[uint64]bool{}
-	for _, a := range touch {
-		seen[a&^vm.TouchWriteFlag] = true
-	}
-	for _, code := range warmUpCode[1:] {
-		_, more, err := e.record(code, nil)
-		if err != nil {
-			continue
-		}
-		for _, a := range more {
-			if !seen[a] {
-				seen[a] = true
-				touch = append(touch, a)
-			}
-		}
-	}
-	slices.Sort(touch)
 	return written, touch
-}
-
-// warmUpCode is what warmUp runs: the first snippet's written pages are
-// copied ahead in every prepared fork, the others only widen the set of
-// read-only pages touched ahead.
-var warmUpCode = []string{
-	"print(1+1)",
-	"import numpy as np\nprint(np.arange(10).sum(), np.linalg.solve([[3, 1], [1, 2]], [9, 8]), np.random.rand(2).round(1))",
 }
 
 // record runs code in a fork whose page tables have their accessed bits
@@ -221,7 +193,7 @@ var warmUpCode = []string{
 // touched (the host's fault-around and KVM's prefetch map neighbours too,
 // but set no accessed bits). It returns the guest pages written and the
 // touch list (see linux.Process.AccessedPages).
-func (e *Engine) record(code string, _ []uint64) (written, touch []uint64, err error) {
+func (e *Engine) record(code string) (written, touch []uint64, err error) {
 	s, err := e.Fork(Request{Code: code, Timeout: 10 * time.Second})
 	if err != nil {
 		return nil, nil, err
