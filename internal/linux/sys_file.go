@@ -214,19 +214,28 @@ func (p *Process) writeFile(f file, buf []byte) (uint64, error) {
 	return uint64(n), nil
 }
 
-func sysPread(p *Process, a args) (uint64, error) {
+// positional returns the file of a pread64/pwrite64 call (fd, buf, count,
+// offset) and a host buffer for its data.
+func (p *Process) positional(a args) (preadWriter, []byte, error) {
 	f, err := p.file(a[0])
 	if err != nil {
-		return 0, err
+		return nil, nil, err
 	}
 	pf, ok := f.(preadWriter)
 	if !ok {
-		return 0, unix.ESPIPE
+		return nil, nil, unix.ESPIPE
 	}
 	if int64(a[3]) < 0 {
-		return 0, unix.EINVAL
+		return nil, nil, unix.EINVAL
 	}
-	buf := make([]byte, min(a[2], maxRW))
+	return pf, make([]byte, min(a[2], maxRW)), nil
+}
+
+func sysPread(p *Process, a args) (uint64, error) {
+	pf, buf, err := p.positional(a)
+	if err != nil {
+		return 0, err
+	}
 	n, err := pf.Pread(buf, int64(a[3]))
 	if err != nil {
 		return 0, err
@@ -235,18 +244,10 @@ func sysPread(p *Process, a args) (uint64, error) {
 }
 
 func sysPwrite(p *Process, a args) (uint64, error) {
-	f, err := p.file(a[0])
+	pf, buf, err := p.positional(a)
 	if err != nil {
 		return 0, err
 	}
-	pf, ok := f.(preadWriter)
-	if !ok {
-		return 0, unix.ESPIPE
-	}
-	if int64(a[3]) < 0 {
-		return 0, unix.EINVAL
-	}
-	buf := make([]byte, min(a[2], maxRW))
 	if err := p.copyIn(a[1], buf); err != nil {
 		return 0, err
 	}
