@@ -227,13 +227,17 @@ func (e *Engine) prepare(touch bool) (*prepared, error) {
 	if err != nil {
 		return nil, err
 	}
-	m.Prefault(e.hot, nil)
 	if touch {
+		m.Prefault(e.hot, nil)
 		if err := m.Touch(e.touch, e.tmpl.CPU); err != nil {
 			m.Close()
 			return nil, fmt.Errorf("touch pass: %w", err)
 		}
 		e.touched.Add(1)
+	} else {
+		// A fork on the request path does not wait for the copying: the
+		// guest starts at once, on the other CPU if there is one.
+		m.PrefaultAsync(e.hot)
 	}
 	pr := &prepared{touched: touch}
 	pr.p, err = linux.Restore(e.sys, m, e.tmpl.Process, linux.IO{Stdout: &pr.stdout, Stderr: &pr.stderr, Control: &pr.control, Trace: e.Trace})

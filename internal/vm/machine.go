@@ -63,7 +63,8 @@ type Machine struct {
 	resume resume
 	run    *kvm.RunData
 
-	mu      sync.Mutex // guards vcpu against Stop racing Close
+	mu      sync.Mutex     // guards vcpu against Stop racing Close
+	bg      sync.WaitGroup // background work on the memory (PrefaultAsync)
 	stopped atomic.Bool
 	tid     atomic.Int32
 
@@ -474,6 +475,7 @@ func (m *Machine) Stop() {
 
 // Close destroys the VM and unmaps its memory.
 func (m *Machine) Close() error {
+	m.bg.Wait() // nothing may touch the memory once it is unmapped
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var err error

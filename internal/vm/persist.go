@@ -179,6 +179,17 @@ func (m *Machine) scanPagemap(fn func(pa uint64, present, file bool)) error {
 	return nil
 }
 
+// PrefaultAsync runs Prefault(written, nil) on another goroutine, so that
+// a fork need not wait for it: pages the guest reaches first it copies
+// itself. Close waits for it.
+func (m *Machine) PrefaultAsync(written []uint64) {
+	m.bg.Add(1)
+	go func() {
+		defer m.bg.Done()
+		m.Prefault(written, nil)
+	}()
+}
+
 // Prefault makes the host map the given guest pages ahead of the guest's
 // first touch: written pages are copied (made private) now, read pages are
 // mapped from the snapshot. Guest first touches of them then cost only
