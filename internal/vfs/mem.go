@@ -219,9 +219,16 @@ func (fs *FS) setSize(n *mnode, size int64) error {
 }
 
 // resize returns b with length size; bytes beyond the old length are zero.
+// The capacity stays within twice the length (and within the length plus
+// 1 MiB), so the memory a file holds is never much more than the bytes
+// charged to the writable limit for it: shrinking gives memory back.
 func resize(b []byte, size int64) []byte {
 	old := int64(len(b))
+	limit := min(2*size, size+1<<20)
 	if size <= old {
+		if int64(cap(b)) > limit {
+			return append([]byte(nil), b[:size]...)
+		}
 		return b[:size]
 	}
 	if size <= int64(cap(b)) {
@@ -229,7 +236,7 @@ func resize(b []byte, size int64) []byte {
 		clear(b[old:])
 		return b
 	}
-	c := max(size, 2*int64(cap(b)))
+	c := min(max(size, 2*int64(cap(b))), limit)
 	nb := make([]byte, size, c)
 	copy(nb, b)
 	return nb

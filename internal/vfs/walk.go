@@ -58,6 +58,9 @@ func joinPath(dir, name string) string {
 	return dir + "/" + name
 }
 
+// maxCanonicalPath is the longest canonical guest path: PATH_MAX.
+const maxCanonicalPath = 4096
+
 func (fs *FS) rootLoc() loc {
 	return loc{path: "/", syn: synRoot, mem: fs.mroot}
 }
@@ -65,6 +68,11 @@ func (fs *FS) rootLoc() loc {
 // lookup finds name in directory dir, layer by layer. A missing name is
 // not an error: the returned loc simply does not exist.
 func (fs *FS) lookup(dir *loc, name string) (loc, error) {
+	if len(dir.path)+1+len(name) > maxCanonicalPath {
+		// Deeper names could not be named by getcwd either; refusing them
+		// keeps a walk's cost (each step holds its whole path) bounded.
+		return loc{}, unix.ENAMETOOLONG
+	}
 	if dir.syn != nil {
 		if s := dir.syn.child(name); s != nil {
 			child := loc{path: joinPath(dir.path, name), syn: s}
