@@ -26,6 +26,11 @@ func (x *engineExecutor) Exec(ctx context.Context, req server.ExecRequest) (serv
 		return server.ExecResult{}, fmt.Errorf("no engine for %q", req.Language)
 	}
 	r, err := e.Exec(ctx, sandbox.Request{Code: req.Code, Timeout: req.Timeout})
+	if err == nil && ctx.Err() != nil {
+		// The client went away or the shutdown gave up: the sandbox was
+		// stopped, which is not the code's result.
+		err = ctx.Err()
+	}
 	if err != nil {
 		return server.ExecResult{}, err
 	}

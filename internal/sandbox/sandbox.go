@@ -383,16 +383,16 @@ func (s *Sandbox) Close() {
 // error is for failures of forkvm itself; what the code did is in the
 // Result.
 func (e *Engine) Exec(ctx context.Context, req Request) (res Result, err error) {
-	s, err := e.Fork(req)
-	if err != nil {
-		return Result{}, err
-	}
-	defer func() { go s.Close() }() // teardown off the request path, whatever happens
 	defer func() {
 		if v := recover(); v != nil {
 			err = fmt.Errorf("sandbox failed: %v", v)
 		}
 	}()
+	s, err := e.Fork(req)
+	if err != nil {
+		return Result{}, err
+	}
+	defer func() { go s.Close() }() // teardown off the request path, whatever happens
 	return s.Run(ctx)
 }
 

@@ -281,6 +281,11 @@ func (in execRequestJSON) validate(prefix string, lim limitsView) (ExecRequest, 
 // parseBatch decodes and validates a batch; every execution is checked
 // before any runs.
 func parseBatch(data []byte, lim limitsView) ([]ExecRequest, *apiError) {
+	// Count first, allocating nothing per element: a 1 MiB body can hold
+	// half a million tiny executions, which a full decode would keep.
+	if n := countExecutions(data); n > lim.maxBatch {
+		return nil, badRequest(`field "executions": a batch holds at most %d executions, got %d; split it`, lim.maxBatch, n)
+	}
 	var in batchRequestJSON
 	if err := decodeStrict(data, &in, ""); err != nil {
 		return nil, err
@@ -306,6 +311,41 @@ func parseBatch(data []byte, lim limitsView) ([]ExecRequest, *apiError) {
 		reqs[i] = req
 	}
 	return reqs, nil
+}
+
+// countExecutions returns the number of elements of the top-level
+// "executions" array, or -1 when the body is not shaped that way (the full
+// decode then says what is wrong).
+func countExecutions(data []byte) int {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return -1
+	}
+	var skip json.RawMessage // reused: Decode appends into it
+	for dec.More() {
+		k, err := dec.Token()
+		if err != nil {
+			return -1
+		}
+		if k != "executions" {
+			if dec.Decode(&skip) != nil {
+				return -1
+			}
+			continue
+		}
+		if t, err := dec.Token(); err != nil || t != json.Delim('[') {
+			return -1
+		}
+		n := 0
+		for dec.More() {
+			if dec.Decode(&skip) != nil {
+				return -1
+			}
+			n++
+		}
+		return n
+	}
+	return -1
 }
 
 // normalizeOutcome keeps the outcome label to the five known values.

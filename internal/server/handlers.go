@@ -198,8 +198,17 @@ func (s *Server) handleExec(w *statusWriter, r *http.Request, rc *reqCtx) {
 		s.fail(w, rc, s.busy())
 		return
 	}
-	defer s.adm.release(1)
-	body, aerr := readBody(w.ResponseWriter, r, s.cfg.MaxBodyBytes)
+	// The ticket is given back before the answer is written, so a client
+	// that does not read its answer holds no slot (see writeResult).
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			s.adm.release(1)
+		}
+	}
+	defer release()
+	body, aerr := s.readBodyDeadline(w, r)
 	if aerr != nil {
 		s.fail(w, rc, aerr)
 		return
@@ -224,7 +233,43 @@ func (s *Server) handleExec(w *statusWriter, r *http.Request, rc *reqCtx) {
 	if resp.Error != "" {
 		rc.attrs = append(rc.attrs, slog.String("sandbox_error", resp.Error))
 	}
-	s.writeJSON(w, http.StatusOK, resp)
+	release()
+	s.writeResult(w, resp)
+}
+
+// bodyReadTimeout bounds how long a client may take to send its body once
+// it holds an admission ticket.
+const bodyReadTimeout = 10 * time.Second
+
+// resultWriteTimeout bounds how long a client may take to read an answer.
+const resultWriteTimeout = 60 * time.Second
+
+// readBodyDeadline reads the body with a deadline, so that a client that
+// trickles its body cannot hold an admission ticket for long.
+func (s *Server) readBodyDeadline(w *statusWriter, r *http.Request) ([]byte, *apiError) {
+	rc := http.NewResponseController(w.ResponseWriter)
+	_ = rc.SetWriteDeadline(time.Time{}) // a keep-alive connection may carry one from its last answer
+	_ = rc.SetReadDeadline(time.Now().Add(bodyReadTimeout))
+	defer rc.SetReadDeadline(time.Time{})
+	return readBody(w.ResponseWriter, r, s.cfg.MaxBodyBytes)
+}
+
+// writeResult writes a 200 answer with a write deadline.
+func (s *Server) writeResult(w *statusWriter, v any) {
+	_ = http.NewResponseController(w.ResponseWriter).SetWriteDeadline(time.Now().Add(resultWriteTimeout))
+	s.writeJSON(w, http.StatusOK, v)
+}
+
+// runRecover is run for a batch's worker goroutines: a panic becomes a
+// 500 for the batch instead of ending the server.
+func (s *Server) runRecover(ctx context.Context, id string, req ExecRequest, since time.Time) (resp execResponseJSON, aerr *apiError) {
+	defer func() {
+		if v := recover(); v != nil {
+			s.log.Error("sandbox engine panicked", "id", id, "panic", v)
+			aerr = &apiError{status: http.StatusInternalServerError, msg: fmt.Sprintf("the sandbox engine failed: %v", v)}
+		}
+	}()
+	return s.run(ctx, id, req, since)
 }
 
 // run waits for a sandbox slot and runs req. since is when the request
@@ -260,7 +305,7 @@ func (s *Server) handleBatch(w *statusWriter, r *http.Request, rc *reqCtx) {
 	}
 	held := 1
 	defer func() { s.adm.release(held) }()
-	body, aerr := readBody(w.ResponseWriter, r, s.cfg.MaxBodyBytes)
+	body, aerr := s.readBodyDeadline(w, r)
 	if aerr != nil {
 		s.fail(w, rc, aerr)
 		return
@@ -303,7 +348,7 @@ func (s *Server) handleBatch(w *statusWriter, r *http.Request, rc *reqCtx) {
 				if i >= len(reqs) || ctx.Err() != nil {
 					return
 				}
-				res, err := s.run(ctx, newID("exec_"), reqs[i], rc.start)
+				res, err := s.runRecover(ctx, newID("exec_"), reqs[i], rc.start)
 				if err != nil {
 					mu.Lock()
 					// An engine failure explains the batch's failure better
@@ -336,7 +381,9 @@ func (s *Server) handleBatch(w *statusWriter, r *http.Request, rc *reqCtx) {
 			rc.attrs = append(rc.attrs, slog.Int(o, counts[o]))
 		}
 	}
-	s.writeJSON(w, http.StatusOK, batchResponseJSON{Results: results})
+	s.adm.release(held) // before writing: see handleExec
+	held = 0
+	s.writeResult(w, batchResponseJSON{Results: results})
 }
 
 func (s *Server) handleHealth(w *statusWriter, r *http.Request, rc *reqCtx) {
