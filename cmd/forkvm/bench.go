@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -99,16 +100,13 @@ stops it afterwards.`,
 			defer stop()
 			var serverLog *os.File
 			if url == "" {
-				child, u, logs, err := startServer(ctx, stateDir, clients, pool)
+				c, err := startServer(ctx, stateDir, clients, pool)
 				if err != nil {
 					return err
 				}
-				serverLog = logs
-				defer func() {
-					child.Process.Signal(syscall.SIGTERM)
-					child.Wait()
-				}()
-				url = u
+				serverLog = c.logs
+				defer c.stop()
+				url = c.url
 			}
 			before, err := server.ServerRSS(ctx, url, key)
 			if err != nil {
@@ -150,55 +148,77 @@ func loadSpan(requests int, d time.Duration) string {
 	return d.String()
 }
 
+// child is a `forkvm serve` started by bench load.
+type child struct {
+	cmd    *exec.Cmd
+	url    string
+	logs   *os.File
+	exited chan struct{} // closed when the process has been waited for
+}
+
+// stop ends the server gracefully and waits for it.
+func (c *child) stop() {
+	c.cmd.Process.Signal(syscall.SIGTERM)
+	<-c.exited
+}
+
 // startServer runs `forkvm serve` on a free loopback port and waits until
 // it is ready.
-func startServer(ctx context.Context, stateDir string, maxConcurrent, pool int) (*exec.Cmd, string, *os.File, error) {
+func startServer(ctx context.Context, stateDir string, maxConcurrent, pool int) (*child, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return nil, "", nil, err
+		return nil, err
 	}
 	addr := ln.Addr().String()
 	ln.Close()
 	self, err := os.Executable()
 	if err != nil {
-		return nil, "", nil, err
+		return nil, err
 	}
-	child := exec.Command(self, "serve", "--addr", addr, "--state-dir", stateDir, "--pool", strconv.Itoa(pool),
+	cmd := exec.Command(self, "serve", "--addr", addr, "--state-dir", stateDir, "--pool", strconv.Itoa(pool),
 		"--max-concurrent", strconv.Itoa(maxConcurrent), "--rate", "-1", "--log-format", "json")
+	// Auth stays off: bench load sends no key to the server it starts.
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, server.KeysFileEnv+"=") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
 	logs, err := os.CreateTemp("", "forkvm-serve-*.log")
 	if err != nil {
-		return nil, "", nil, err
+		return nil, err
 	}
 	os.Remove(logs.Name()) // unlinked: the child's log dies with us
-	child.Stderr = logs
-	if err := child.Start(); err != nil {
-		return nil, "", nil, err
+	cmd.Stderr = logs
+	if err := cmd.Start(); err != nil {
+		return nil, err
 	}
-	url := "http://" + addr
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		resp, err := http.Get(url + "/v1/health")
+	c := &child{cmd: cmd, url: "http://" + addr, logs: logs, exited: make(chan struct{})}
+	go func() { cmd.Wait(); close(c.exited) }()
+	deadline := time.After(60 * time.Second)
+	for {
+		resp, err := http.Get(c.url + "/v1/health")
 		if err == nil {
 			var h struct{ Ready bool }
 			json.NewDecoder(resp.Body).Decode(&h)
 			resp.Body.Close()
 			if h.Ready {
-				return child, url, logs, nil
+				return c, nil
 			}
 		}
-		if child.ProcessState != nil {
-			break
-		}
 		select {
+		case <-c.exited:
+			return nil, fmt.Errorf("forkvm serve exited before it was ready: %s", tail(logs, 4096))
 		case <-ctx.Done():
-			child.Process.Kill()
-			return nil, "", nil, ctx.Err()
+			cmd.Process.Kill()
+			<-c.exited
+			return nil, ctx.Err()
+		case <-deadline:
+			cmd.Process.Kill()
+			<-c.exited
+			return nil, fmt.Errorf("forkvm serve did not become ready: %s", tail(logs, 4096))
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	child.Process.Kill()
-	child.Wait()
-	return nil, "", nil, fmt.Errorf("forkvm serve did not become ready: %s", tail(logs, 4096))
 }
 
 // tail returns the last n bytes of f.

@@ -102,6 +102,9 @@ SIGTERM or SIGINT stops accepting, finishes what is in flight and exits 0.`,
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
+			// After the first signal starts the drain, a second one ends
+			// the process at once (the default action).
+			go func() { <-ctx.Done(); stop() }()
 			return srv.ListenAndServe(ctx)
 		},
 	}
