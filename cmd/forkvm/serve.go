@@ -115,7 +115,7 @@ SIGTERM or SIGINT stops accepting, finishes what is in flight and exits 0.`,
 	f.IntVar(&pool, "pool", 4, "prepared forks kept ready")
 	f.IntVar(&cfg.MaxConcurrent, "max-concurrent", 0, "sandboxes running at once (default 2 x CPUs)")
 	f.IntVar(&cfg.QueueDepth, "queue", 0, "requests waiting for a sandbox before 503 (default 4 x max-concurrent)")
-	f.Float64Var(&cfg.RatePerSecond, "rate", 0, "requests per second per key (default 100)")
+	f.Float64Var(&cfg.RatePerSecond, "rate", 0, "requests per second per key (default 100; negative: no limit)")
 	f.DurationVar(&cfg.MaxTimeout, "max-timeout", 5*time.Minute, "largest timeout_seconds honoured")
 	f.StringVarP(&name, "template", "t", "python", "template to fork sandboxes from")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
