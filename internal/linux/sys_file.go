@@ -846,11 +846,7 @@ func sysUmask(p *Process, a args) (uint64, error) {
 }
 
 func sysChmod(p *Process, a args) (uint64, error) {
-	path, err := p.readString(a[0], maxPath)
-	if err != nil {
-		return 0, err
-	}
-	return 0, p.fs.Chmod(p.cwd, path, uint32(a[1]))
+	return sysFchmodat(p, args{uint64(atFDCWD & 0xffffffff), a[0], a[1]})
 }
 
 func sysFchmod(p *Process, a args) (uint64, error) {
