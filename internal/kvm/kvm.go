@@ -159,15 +159,6 @@ func Open() (*System, error) {
 	return s, nil
 }
 
-// Available reports whether /dev/kvm can be opened, with the reason if not.
-func Available() error {
-	s, err := Open()
-	if err != nil {
-		return err
-	}
-	return s.Close()
-}
-
 // Close closes /dev/kvm. VMs created from it stay valid.
 func (s *System) Close() error { return unix.Close(s.fd) }
 

@@ -251,33 +251,6 @@ func (p *Process) Deliver(parts ...[]byte) {
 	p.request.delivered = true
 }
 
-// PageOwners names the mapping each guest physical page belongs to
-// ("[heap]", a library path, "page tables and kernel" for pages no mapping
-// holds), and counts pages per name.
-func (p *Process) PageOwners(pages []uint64) map[string]int {
-	byFrame := map[uint64]string{}
-	for _, v := range p.mm.vmas {
-		for va := v.start; va < v.end; va += vm.PageSize {
-			if pa, ok := p.mm.frameOf(va); ok {
-				name := v.name
-				if name == "" {
-					name = "[anonymous]"
-				}
-				byFrame[pa] = name
-			}
-		}
-	}
-	out := map[string]int{}
-	for _, pa := range pages {
-		name, ok := byFrame[pa]
-		if !ok {
-			name = "page tables and kernel"
-		}
-		out[name]++
-	}
-	return out
-}
-
 // ClearAccessed clears the accessed and dirty bits of every page of the
 // program, so that AccessedPages can tell afterwards which pages the guest
 // touched. Call it on a fork before its first run (the host may then write

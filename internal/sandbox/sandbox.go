@@ -361,9 +361,6 @@ func (s *Sandbox) Run(ctx context.Context) (Result, error) {
 	return s.res, nil
 }
 
-// Process returns the sandbox's process.
-func (s *Sandbox) Process() *linux.Process { return s.pr.p }
-
 // TouchedPages returns the guest pages the sandbox wrote and read.
 func (s *Sandbox) TouchedPages() (written, read []uint64, err error) {
 	return s.pr.p.Machine().TouchedPages()

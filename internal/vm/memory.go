@@ -91,13 +91,6 @@ func NewFrames(mem *Memory) *Frames {
 	return &Frames{Next: FramesStart, Limit: mem.Size(), mem: mem}
 }
 
-// Clone copies the allocator state.
-func (f *Frames) Clone() *Frames {
-	c := *f
-	c.Free = append([]uint64(nil), f.Free...)
-	return &c
-}
-
 // Alloc returns a zeroed frame.
 func (f *Frames) Alloc() (uint64, error) {
 	if n := len(f.Free); n > 0 {

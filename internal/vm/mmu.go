@@ -36,15 +36,6 @@ func NewMMU(mem *Memory, frames *Frames) *MMU {
 	return &MMU{mem: mem, frames: frames, fresh: map[uint64]struct{}{}, pending: map[uint64]uint64{}}
 }
 
-// Clone returns a copy for a forked guest. The fork's new VM has never run,
-// so every table may be written directly until it does.
-func (m *MMU) Clone(mem *Memory, frames *Frames) *MMU {
-	if len(m.pending) != 0 {
-		panic("vm: clone of an MMU with queued writes")
-	}
-	return &MMU{mem: mem, frames: frames, fresh: map[uint64]struct{}{}, pending: map[uint64]uint64{}, Tables: m.Tables}
-}
-
 func (m *MMU) read(pa uint64) uint64 {
 	if v, ok := m.pending[pa]; ok {
 		return v

@@ -127,19 +127,6 @@ func (m *Machine) restoreCPU(cpu *CPUState) error {
 	return nil
 }
 
-// PrivateBytes reports how much of guest memory this machine has made
-// private (copied on write, or newly allocated), from /proc/self/pagemap:
-// present pages of the mapping that are anonymous rather than file pages.
-func (m *Machine) PrivateBytes() (int64, error) {
-	var n int64
-	err := m.scanPagemap(func(pa uint64, present, file bool) {
-		if present && !file {
-			n += PageSize
-		}
-	})
-	return n, err
-}
-
 // TouchedPages returns the guest physical pages of this machine that the
 // host has mapped: written (private) and only read (still the snapshot's).
 func (m *Machine) TouchedPages() (written, read []uint64, err error) {
