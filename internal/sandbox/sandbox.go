@@ -78,7 +78,6 @@ type Engine struct {
 
 	lastErr atomic.Value // string: the pool's last preparation error
 
-	touched   atomic.Int64 // prepared forks that ran the touch pass
 	lastMiss  atomic.Int64 // when a Fork last found the pool empty (Unix ns)
 	prepMu    sync.Mutex
 	prepTimes [2][]time.Duration // background preparations: [0] without, [1] with the touch pass
@@ -144,17 +143,6 @@ func (e *Engine) refill() {
 		touch := time.Since(time.Unix(0, e.lastMiss.Load())) > time.Second
 		start := time.Now()
 		pr, err := e.prepare(touch)
-		if err == nil {
-			i := 0
-			if touch {
-				i = 1
-			}
-			e.prepMu.Lock()
-			if len(e.prepTimes[i]) < 100000 {
-				e.prepTimes[i] = append(e.prepTimes[i], time.Since(start))
-			}
-			e.prepMu.Unlock()
-		}
 		if err != nil {
 			e.lastErr.Store(err.Error())
 			select {
@@ -164,6 +152,15 @@ func (e *Engine) refill() {
 				continue
 			}
 		}
+		i := 0
+		if touch {
+			i = 1
+		}
+		e.prepMu.Lock()
+		if len(e.prepTimes[i]) < 100000 {
+			e.prepTimes[i] = append(e.prepTimes[i], time.Since(start))
+		}
+		e.prepMu.Unlock()
 		select {
 		case e.pool <- pr:
 		case <-e.stop:
@@ -179,41 +176,29 @@ func (e *Engine) refill() {
 // first write to a page costs ~25 us when the host must copy it during the
 // fault and ~2.5 us when it was copied beforehand, and every first touch
 // costs ~16 us of KVM shadow-fault handling, which the touch pass moves off
-// the request path. Errors just mean no prefetch.
+// the request path. The fork runs with the accessed bits of its page
+// tables cleared, so that the guest's page walks mark exactly the pages it
+// touched (the host's fault-around and KVM's prefetch map neighbours too,
+// but set no accessed bits). It returns the guest pages written and the
+// touch list (see linux.Process.AccessedPages); errors just mean no
+// prefetch.
 func (e *Engine) warmUp() (written, touch []uint64) {
-	written, touch, err := e.record("print(1+1)")
+	s, err := e.Fork(Request{Code: "print(1+1)", Timeout: 10 * time.Second})
 	if err != nil {
 		return nil, nil
 	}
-	return written, touch
-}
-
-// record runs code in a fork whose page tables have their accessed bits
-// cleared, so that the guest's page walks mark exactly the pages it
-// touched (the host's fault-around and KVM's prefetch map neighbours too,
-// but set no accessed bits). It returns the guest pages written and the
-// touch list (see linux.Process.AccessedPages).
-func (e *Engine) record(code string) (written, touch []uint64, err error) {
-	s, err := e.Fork(Request{Code: code, Timeout: 10 * time.Second})
-	if err != nil {
-		return nil, nil, err
-	}
 	defer s.Close()
-	if err := s.pr.p.ClearAccessed(); err != nil {
-		return nil, nil, err
+	if s.pr.p.ClearAccessed() != nil {
+		return nil, nil
 	}
-	res, err := s.Run(context.Background())
-	if err != nil {
-		return nil, nil, err
-	}
-	if res.Outcome != "ok" {
-		return nil, nil, fmt.Errorf("warm-up %q: %s %s", code, res.Outcome, res.Stderr)
+	if res, err := s.Run(context.Background()); err != nil || res.Outcome != "ok" {
+		return nil, nil
 	}
 	written, _, err = s.TouchedPages()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil
 	}
-	return written, s.pr.p.AccessedPages(written), nil
+	return written, s.pr.p.AccessedPages(written)
 }
 
 // prepare forks the template up to the point where only the request is
@@ -228,12 +213,11 @@ func (e *Engine) prepare(touch bool) (*prepared, error) {
 		return nil, err
 	}
 	if touch {
-		m.Prefault(e.hot, nil)
+		m.Prefault(e.hot)
 		if err := m.Touch(e.touch, e.tmpl.CPU); err != nil {
 			m.Close()
 			return nil, fmt.Errorf("touch pass: %w", err)
 		}
-		e.touched.Add(1)
 	} else {
 		// A fork on the request path does not wait for the copying: the
 		// guest starts at once, on the other CPU if there is one.

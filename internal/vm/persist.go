@@ -166,34 +166,31 @@ func (m *Machine) scanPagemap(fn func(pa uint64, present, file bool)) error {
 	return nil
 }
 
-// PrefaultAsync runs Prefault(written, nil) on another goroutine, so that
-// a fork need not wait for it: pages the guest reaches first it copies
-// itself. Close waits for it.
-func (m *Machine) PrefaultAsync(written []uint64) {
+// PrefaultAsync runs Prefault on another goroutine, so that a fork need
+// not wait for it: pages the guest reaches first it copies itself. Close
+// waits for it.
+func (m *Machine) PrefaultAsync(pages []uint64) {
 	m.bg.Add(1)
 	go func() {
 		defer m.bg.Done()
-		m.Prefault(written, nil)
+		m.Prefault(pages)
 	}()
 }
 
-// Prefault makes the host map the given guest pages ahead of the guest's
-// first touch: written pages are copied (made private) now, read pages are
-// mapped from the snapshot. Guest first touches of them then cost only
-// KVM's own fault, not the host's as well.
-func (m *Machine) Prefault(written, read []uint64) {
-	advise := func(pages []uint64, advice int) {
-		for i := 0; i < len(pages); {
-			j := i + 1
-			for j < len(pages) && pages[j] == pages[j-1]+PageSize {
-				j++
-			}
-			_ = unix.Madvise(m.Mem.Data[pages[i]:pages[j-1]+PageSize], advice)
-			i = j
+// Prefault copies the given guest pages (sorted) into private memory now,
+// ahead of the guest's first writes to them (MADV_POPULATE_WRITE): the
+// guest's first write then costs only KVM's fault, not the host's copy as
+// well. (Mapping read pages ahead, MADV_POPULATE_READ, was measured to
+// gain nothing here.)
+func (m *Machine) Prefault(pages []uint64) {
+	for i := 0; i < len(pages); {
+		j := i + 1
+		for j < len(pages) && pages[j] == pages[j-1]+PageSize {
+			j++
 		}
+		_ = unix.Madvise(m.Mem.Data[pages[i]:pages[j-1]+PageSize], unix.MADV_POPULATE_WRITE)
+		i = j
 	}
-	advise(written, unix.MADV_POPULATE_WRITE)
-	advise(read, unix.MADV_POPULATE_READ)
 }
 
 // Stats returns the vCPU's KVM statistics (see kvm.VCPU.Stats).
